@@ -1,0 +1,46 @@
+"""Helpers for testing plugins: register one for the duration of a test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ganstack.plugin_loader import PluginInfo, load_plugins
+
+
+@contextmanager
+def registered_plugin(plugin: Any, name: str = "test-plugin") -> Iterator[PluginInfo]:
+    """Register ``plugin`` (a module or object with hook implementations) while the block runs.
+
+    >>> with registered_plugin(MyPlugin(), "mine"):
+    ...     run_recipe(...)
+    """
+    state = load_plugins()
+    if name in state.plugins:
+        raise ValueError(f"a plugin named '{name}' is already loaded")
+    info = state.add(plugin, name)
+    try:
+        yield info
+    finally:
+        state.remove(name)
+
+
+try:  # a pytest fixture, for suites that use pytest
+    import pytest
+
+    @pytest.fixture
+    def ganstack_plugin() -> Iterator[Any]:
+        """Fixture: call ``ganstack_plugin(obj, name)`` to register a plugin for this test."""
+        names: list[str] = []
+        state = load_plugins()
+
+        def add(plugin: Any, name: str = "test-plugin") -> PluginInfo:
+            names.append(name)
+            return state.add(plugin, name)
+
+        yield add
+        for name in names:
+            state.remove(name)
+except ImportError:  # pragma: no cover - pytest is only needed for tests
+    pass

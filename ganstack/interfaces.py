@@ -237,3 +237,23 @@ class StepState:
                 raise ValueError(f"this batch has no '{which}' images")
             self._features[which] = self.discriminator.features(image)
         return self._features[which]
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """What a metric evaluates: a trained stack that draws images, and the data it learnt from."""
+
+    def generate(self, captions: Sequence[str], seed: int = 0) -> list[Tensor]:
+        """One image per caption from every stage: a list (per stage) of ``[N, 3, r, r]``."""
+        ...
+
+    def dataset(self, split: str) -> CaptionDataset:
+        """The recipe's dataset for ``split``, at the stack's stage resolutions."""
+        ...
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """A ``metric`` plugin: scores a source; returns named values (``{'is_mean': 3.1, ...}``)."""
+
+    def evaluate(self, source: ImageSource, n: int) -> dict[str, float]: ...

@@ -1,0 +1,7 @@
+"""``python -m ganstack`` runs the CLI (as torchrun does with ``-m ganstack``)."""
+
+import sys
+
+from ganstack.cli import main
+
+sys.exit(main())

@@ -1,0 +1,259 @@
+"""The ``ganstack`` command line. Heavy imports (torch) happen inside commands, not at start-up."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ganstack import __version__
+from ganstack.errors import EXIT_USER_ERROR, UserError
+
+DESCRIPTION = """\
+ganstack: stacked text-to-image GANs (StackGAN and friends) assembled from YAML recipes.
+
+Start with:  ganstack run recipes/shapes_quickstart.yaml
+Recipes name a text encoder, a dataset and a list of stages; `ganstack plugins` lists every
+component a recipe can use, `ganstack check RECIPE` prints a recipe with every default filled in.
+"""
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a recipe key, e.g. --set training.batch_size=32 or "
+                   "--set stages.1.discriminator.ndf=32 (VALUE is read as YAML; repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganstack", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ganstack {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="train a recipe (or resume a run)",
+                       description="Train the stack a recipe describes. Writes the resolved recipe, "
+                       "environment.json, metrics.jsonl, samples/ and checkpoints/ to the output folder. "
+                       "Ctrl-C or SIGTERM finishes the step, writes a checkpoint and exits 0; "
+                       "`ganstack run --resume RUN_DIR` continues exactly where it stopped.")
+    p.add_argument("recipe", nargs="?", help="recipe YAML file (not needed with --resume RUN_DIR)")
+    _add_set(p)
+    p.add_argument("--out", help="output folder (default runs/<recipe-name>-<timestamp>)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR (or in --out) from its last checkpoint")
+    p.add_argument("--max-steps", type=int, help="stop cleanly (with a checkpoint) after this many steps")
+    p.add_argument("--max-minutes", type=float, help="stop cleanly (with a checkpoint) after this long")
+
+    p = sub.add_parser("check", help="validate a recipe and print it resolved",
+                       description="Validate a recipe and print it fully resolved (after base: and --set) "
+                       "with every default filled in, as YAML.")
+    p.add_argument("recipe", help="recipe YAML file")
+    _add_set(p)
+    p.add_argument("--params", action="store_true",
+                   help="build the stack and print each module's parameter count and output shape")
+    p.add_argument("--json", action="store_true", help="print JSON instead of YAML / a table")
+
+    p = sub.add_parser("plugins", help="list installed plugins and what they register",
+                       description="List every registered component by kind, with the plugin and "
+                       "distribution that provides it, and plugins that failed to load.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("data", help="look at a recipe's data as the stack sees it")
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    d = data_sub.add_parser("preview", help="write real examples as PNGs with a manifest.jsonl",
+                            description="Write real examples of a recipe's dataset at every stage "
+                            "resolution: one PNG per example and stage, plus manifest.jsonl.")
+    d.add_argument("recipe", help="recipe YAML file")
+    _add_set(d)
+    d.add_argument("--split", default="train", help="train, test or holdout (shapes)")
+    d.add_argument("--n", type=int, default=16, help="number of examples")
+    d.add_argument("--out", required=True, help="output folder")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------- commands
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from ganstack.plugin_loader import load_plugins
+    from ganstack.registry import KINDS
+
+    state = load_plugins()
+    entries = state.registry.entries()
+    if args.json:
+        data = {
+            "components": [{"kind": e.kind, "name": e.name, "plugin": e.plugin,
+                            "distribution": e.distribution, "version": e.version, "summary": e.summary}
+                           for e in entries],
+            "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version,
+                         "error": p.error, "disabled": p.disabled} for p in state.plugins.values()],
+        }
+        print(json.dumps(data, indent=2))
+        return 0
+    from rich.table import Table
+
+    console = _console()
+    for kind in KINDS:
+        table = Table(title=kind, title_justify="left", show_lines=False, expand=False)
+        for col in ("name", "plugin", "distribution", "summary"):
+            table.add_column(col, overflow="fold")
+        for e in state.registry.entries(kind):
+            dist = f"{e.distribution} {e.version}" if e.distribution else "-"
+            table.add_row(e.name, e.plugin, dist, e.summary)
+        console.print(table)
+    for p in state.plugins.values():
+        if p.error:
+            console.print(f"[red]failed[/red] plugin '{p.name}' ({p.distribution}): {p.error}")
+        elif p.disabled:
+            console.print(f"[yellow]disabled[/yellow] plugin '{p.name}' (GANSTACK_DISABLE_PLUGINS)")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ganstack.recipe import load_recipe, to_data
+
+    resolved = load_recipe(args.recipe, args.overrides)
+    if not args.params:
+        data = to_data(resolved.recipe)
+        print(json.dumps(data, indent=2) if args.json else yaml.safe_dump(data, sort_keys=False), end="")
+        return 0
+    from ganstack.stack import build_stack, describe_stack
+
+    rows = describe_stack(build_stack(resolved), resolved)
+    if args.json:
+        print(json.dumps([{"stage": r.stage, "role": r.role, "type": r.type, "params": r.params,
+                           "output_shape": list(r.output_shape)} for r in rows], indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{resolved.recipe.name}: modules", title_justify="left")
+    for col, justify in (("stage", "left"), ("module", "left"), ("type", "left"), ("parameters", "right"),
+                         ("output shape", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        table.add_row(r.stage, r.role, r.type, f"{r.params:,}", str(list(r.output_shape)))
+    _console().print(table)
+    return 0
+
+
+def _default_out(name: str) -> Path:
+    import time
+
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ganstack.progress import Progress
+    from ganstack.recipe import load_recipe
+    from ganstack.training import Trainer, trainer_from_checkpoint
+
+    console = _console()
+    progress = Progress(console)
+    kwargs = {"max_steps": args.max_steps, "max_minutes": args.max_minutes, "report": console.print,
+              "progress": progress}
+    if args.resume is not None:
+        run_dir = Path(args.out) if args.resume is True and args.out else (
+            Path(args.resume) if isinstance(args.resume, str) else None)
+        if run_dir is None:
+            raise UserError("--resume needs the run folder", fix="write --resume RUN_DIR (or --out RUN_DIR --resume)")
+        if args.overrides:
+            raise UserError("--set cannot change a run that is being resumed",
+                            fix="resume without --set, or start a new run with --out")
+        trainer = trainer_from_checkpoint(run_dir, **kwargs)
+        console.print(f"Resuming {run_dir} at step {trainer.position.step}.")
+    else:
+        if not args.recipe:
+            raise UserError("no recipe given", fix="write `ganstack run recipes/shapes_quickstart.yaml`, "
+                            "or `ganstack run --resume RUN_DIR` to continue a run")
+        resolved = load_recipe(args.recipe, args.overrides)
+        out = Path(args.out) if args.out else Path(resolved.recipe.output.dir or _default_out(resolved.recipe.name))
+        if (out / "checkpoints" / "last.pt").exists():
+            raise UserError(f"{out} already holds a run", path="--out",
+                            fix=f"continue it with `ganstack run --resume {out}`, or choose another --out")
+        _prepare_out(out)
+        trainer = Trainer(resolved, out, **kwargs)
+        import yaml
+
+        from ganstack.recipe import to_data
+
+        (out / "recipe.yaml").write_text(yaml.safe_dump(to_data(resolved.recipe), sort_keys=False),
+                                         encoding="utf-8")
+        console.print(f"Training [bold]{resolved.recipe.name}[/bold]: {len(trainer.stack.stages)} stage(s) "
+                      f"at {list(trainer.stack.resolutions)} px on {trainer.device}, writing to {out}")
+    result = trainer.run()
+    out_dir = Path(result["out_dir"])
+    samples = sorted((out_dir / "samples").glob("*.png"))
+    console.print(f"Run {result['ended']} at step {result['step']}. Samples: "
+                  f"{samples[-1] if samples else out_dir / 'samples'}; checkpoint: {result['checkpoint']}")
+    if result["ended"] != "finished":
+        console.print(f"Continue with: ganstack run --resume {out_dir}")
+    return 0
+
+
+def _prepare_out(out: Path) -> None:
+    """Fail early, with a clear message, when the output folder cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to the output folder {out}: {exc.strerror or exc}", path="--out",
+                        fix="choose a writable folder with --out") from None
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command != "preview":
+        raise UserError("missing action", fix="use `ganstack data preview RECIPE --out DIR`")
+    from ganstack.preview import write_preview
+    from ganstack.recipe import load_recipe
+    from ganstack.stack import build_stack
+    from ganstack.training import build_dataset
+
+    resolved = load_recipe(args.recipe, args.overrides)
+    stack = build_stack(resolved)
+    dataset = build_dataset(resolved, args.split, stack.resolutions)
+    manifest = write_preview(dataset, stack.resolutions, Path(args.out), args.n, args.split)
+    _console().print(f"Wrote {args.n} examples x {len(stack.resolutions)} resolutions; manifest: {manifest}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run, "check": cmd_check, "plugins": cmd_plugins, "data": cmd_data,
+}
+
+
+def _show_user_error(exc: UserError) -> None:
+    from rich.markup import escape
+
+    _console(stderr=True).print(f"[bold red]Error:[/bold red] {escape(str(exc))}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    warnings.formatwarning = lambda message, category, *_a, **_k: f"Warning: {message}\n"
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        _show_user_error(exc)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        _console(stderr=True).print("Interrupted.")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

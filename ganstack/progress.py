@@ -1,0 +1,56 @@
+"""Progress of a run: a rich bar on a terminal, plain log lines elsewhere (CI, files)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def _fmt(record: dict[str, Any]) -> str:
+    losses = [f"{k.split('/', 1)[-1] if k.startswith('stage') else k}={v:.3f}" for k, v in record.items()
+              if (k.endswith("_total") or k == "g_total")]
+    return " ".join(losses)
+
+
+class Progress:
+    """Stage, epoch, step of total, losses, images/s and ETA."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self.interactive = bool(console.is_terminal)
+        self._bar: Any = None
+        self._task: Any = None
+        self._started = 0.0
+        self._first = 0
+        self._total = 0
+
+    def start(self, total: int, done: int) -> None:
+        self._started, self._first, self._total = time.monotonic(), done, total
+        if self.interactive:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                                     console=self.console, transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task("training", total=total, completed=done, info="")
+
+    def update(self, step: int, record: dict[str, Any] | None) -> None:
+        if self._bar is not None:
+            fields = {}
+            if record is not None:
+                fields["info"] = f"stage {record['stage']} epoch {record['epoch']} {_fmt(record)} " \
+                                 f"{record['images_per_s']:.1f} img/s"
+                fields["description"] = f"stage {record['stage']}"
+            self._bar.update(self._task, completed=step, **fields)
+        elif record is not None:
+            rate = (step - self._first) / max(time.monotonic() - self._started, 1e-9)
+            eta = (self._total - step) / rate if rate > 0 else float("nan")
+            self.console.print(f"step {step}/{self._total} stage {record['stage']} epoch {record['epoch']} "
+                               f"{_fmt(record)} {record['images_per_s']:.1f} img/s eta {eta / 60:.1f} min")
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

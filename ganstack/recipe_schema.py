@@ -1,0 +1,153 @@
+"""The recipe schema: one documented default for every key, as attrs classes.
+
+A recipe file holds only what differs from these defaults. Components are written
+``{type: NAME, ...options}``; their options are checked against the plugin's own options class
+when the recipe is resolved (:mod:`ganstack.recipe`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from attrs import validators as v
+
+SCHEMA_VERSION = 1
+
+positive = v.ge(1)
+optional_positive = v.optional(v.ge(1))
+
+
+@attrs.define
+class Component:
+    """A component written ``{type: NAME, ...options}``; ``options`` is the plugin's attrs instance once resolved."""
+
+    type: str
+    options: Any = attrs.field(factory=dict)
+
+
+def _component(name: str, **options: Any) -> Any:
+    return attrs.Factory(lambda: Component(name, dict(options)))
+
+
+@attrs.define
+class StageSpec:
+    """One stage of the stack: conditioner -> generator stage, judged by its discriminator."""
+
+    generator: Component
+    discriminator: Component
+    conditioner: Component = _component("ca")
+    losses: list[Component] = attrs.Factory(lambda: [Component("matching-aware"), Component("kl")])
+    name: str | None = None
+    epochs: int | None = attrs.field(default=None, validator=optional_positive)
+    lr_decay_every: int | None = attrs.field(default=None, validator=optional_positive)
+    init_from: str | None = None
+
+
+@attrs.define
+class OptimizerSpec:
+    """Adam settings for one component (the reference: lr 2e-4, betas 0.5/0.999)."""
+
+    lr: float = attrs.field(default=2e-4, validator=v.gt(0))
+    betas: tuple[float, float] = attrs.field(default=(0.5, 0.999))
+    weight_decay: float = attrs.field(default=0.0, validator=v.ge(0))
+
+    @betas.validator
+    def _check_betas(self, _attr: Any, value: tuple[float, float]) -> None:
+        if not all(0 <= b < 1 for b in value):
+            raise ValueError(f"'betas' must each be in [0, 1): {list(value)}")
+
+
+@attrs.define
+class OptimizersSpec:
+    generator: OptimizerSpec = attrs.Factory(OptimizerSpec)
+    discriminator: OptimizerSpec = attrs.Factory(OptimizerSpec)
+
+
+@attrs.define
+class TrainingSpec:
+    """How the stack is trained. Stage entries may override ``epochs`` and ``lr_decay_every``."""
+
+    schedule: str = attrs.field(default="stagewise", validator=v.in_(["stagewise", "joint"]))
+    epochs: int = attrs.field(default=600, validator=positive)
+    batch_size: int = attrs.field(default=64, validator=positive)
+    optimizer: OptimizersSpec = attrs.Factory(OptimizersSpec)
+    lr_decay_every: int | None = attrs.field(default=100, validator=optional_positive)
+    lr_decay_factor: float = attrs.field(default=0.5, validator=[v.gt(0), v.le(1)])
+    max_steps: int | None = attrs.field(default=None, validator=optional_positive)
+    max_minutes: float | None = attrs.field(default=None, validator=v.optional(v.gt(0)))
+    seed: int = 0
+    deterministic: bool = False
+    device: str = attrs.field(default="auto", validator=v.in_(["auto", "cpu", "cuda", "mps"]))
+    amp: str = attrs.field(default="off", validator=v.in_(["off", "bf16", "fp16"]))
+    channels_last: bool = True
+    compile: bool = False
+    ema: float | None = attrs.field(default=None, validator=v.optional([v.gt(0), v.lt(1)]))
+    sync_batchnorm: bool = False
+    num_workers: int = attrs.field(default=0, validator=v.ge(0))
+    nan_patience: int = attrs.field(default=20, validator=positive)
+    wrong_images: bool = False
+
+
+@attrs.define
+class OutputSpec:
+    """What a run writes and how often (steps)."""
+
+    dir: str | None = None
+    log_every: int = attrs.field(default=50, validator=positive)
+    sample_every: int = attrs.field(default=500, validator=positive)
+    sample_captions: list[str] = attrs.Factory(list)
+    sample_count: int = attrs.field(default=8, validator=positive)
+    checkpoint_every: int = attrs.field(default=1000, validator=positive)
+    keep_every: int | None = attrs.field(default=None, validator=optional_positive)
+    tensorboard: bool = False
+
+
+@attrs.define
+class EvaluationSpec:
+    """Metrics run at ``every`` steps during training (and by ``ganstack eval``)."""
+
+    metrics: list[Component] = attrs.Factory(list)
+    every: int | None = attrs.field(default=None, validator=optional_positive)
+    n: int = attrs.field(default=1000, validator=positive)
+    best: str | None = None
+    best_mode: str = attrs.field(default="max", validator=v.in_(["max", "min"]))
+
+
+@attrs.define
+class Recipe:
+    """A whole stack: text encoder, dataset, stages, and how to train, write and evaluate it."""
+
+    text_encoder: Component
+    dataset: Component
+    stages: list[StageSpec] = attrs.field()
+    schema_version: int = attrs.field(default=SCHEMA_VERSION)
+    name: str = "recipe"
+    description: str = ""
+    noise_dim: int = attrs.field(default=100, validator=positive)
+    training: TrainingSpec = attrs.Factory(TrainingSpec)
+    output: OutputSpec = attrs.Factory(OutputSpec)
+    evaluation: EvaluationSpec = attrs.Factory(EvaluationSpec)
+
+    @stages.validator
+    def _check_stages(self, _attr: Any, value: list[StageSpec]) -> None:
+        if not value:
+            raise ValueError("'stages' must list at least one stage")
+
+    @schema_version.validator
+    def _check_version(self, _attr: Any, value: int) -> None:
+        if value != SCHEMA_VERSION:
+            raise ValueError(f"'schema_version' {value} is not supported; this ganstack reads "
+                             f"schema_version {SCHEMA_VERSION}")
+
+
+# Where components sit in a recipe, and the registry kind each one is.
+COMPONENT_KINDS = {
+    "text_encoder": "text_encoder",
+    "dataset": "dataset",
+    "conditioner": "conditioner",
+    "generator": "generator_stage",
+    "discriminator": "discriminator",
+    "losses": "loss",
+    "metrics": "metric",
+}

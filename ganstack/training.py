@@ -1,0 +1,534 @@
+"""Training a stack as a list of phases: each stage's discriminator step, then the generator step.
+
+``stagewise`` (the paper) trains stage 1, then stage 2 with stage 1 frozen, and so on; ``joint``
+(StackGAN-v2) trains every stage in each step. Both are the same loop over *blocks* of active
+stages; in each phase every module is frozen except what that phase trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Sampler, default_collate
+
+from ganstack.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from ganstack.devices import amp_dtype, autocast, resolve_device
+from ganstack.errors import CheckpointError, DataError, UserError
+from ganstack.images import contact_sheet, save_png
+from ganstack.interfaces import Condition, DataContext, StepState
+from ganstack.recipe import ResolvedRecipe, recipe_from_dict, to_data
+from ganstack.run_record import MetricsLog, environment_record, write_json
+from ganstack.stack import Stack, build_stack
+
+
+@attrs.define
+class Position:
+    """Where a run is: the block (stage, in stagewise), epoch, batches done in it, global step."""
+
+    block: int = 0
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+@contextlib.contextmanager
+def isolated_rng(seed: int) -> Iterator[None]:
+    """Draw from seeded streams without disturbing the run's own (so resume stays exact)."""
+    state = rng_state()
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation fixed by (seed, block, epoch), started at any batch: resumable mid-epoch."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.block = self.epoch = self.start = 0
+
+    def set_position(self, block: int, epoch: int, start: int) -> None:
+        self.block, self.epoch, self.start = block, epoch, start
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.block * 10_007 + self.epoch)
+        return iter(torch.randperm(self.n, generator=gen)[self.start :].tolist())
+
+    def __len__(self) -> int:
+        return self.n - self.start
+
+
+def set_trainable(modules: list[nn.Module], flag: bool) -> None:
+    for module in modules:
+        module.requires_grad_(flag)
+
+
+def _detach(cond: Condition) -> Condition:
+    return Condition(*(t.detach() if t is not None else None for t in cond))
+
+
+def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def move(x: Any) -> Any:
+        if isinstance(x, Tensor):
+            if x.dim() == 4:
+                return x.to(device, non_blocking=True, memory_format=fmt)
+            return x.to(device, non_blocking=True)
+        if isinstance(x, list):
+            return [move(v) for v in x]
+        return x
+
+    return {k: move(v) for k, v in batch.items()}
+
+
+def build_dataset(resolved: ResolvedRecipe, split: str, resolutions: tuple[int, ...], *,
+                  want_wrong: bool = False) -> Any:
+    """Build the recipe's dataset for one split at the stack's stage resolutions."""
+    recipe = resolved.recipe
+    ctx = DataContext(split=split, resolutions=tuple(resolutions), cache_dir=Path(".ganstack-cache"),
+                      seed=recipe.training.seed, want_wrong=want_wrong,
+                      recipe_dir=Path(resolved.file).parent if resolved.file else None)
+    try:
+        return resolved.entry("dataset").factory(recipe.dataset.options, ctx)
+    except UserError as exc:
+        raise type(exc)(exc.message, file=exc.file or resolved.file, path=exc.path or "dataset",
+                        fix=exc.fix) from None
+
+
+class NonFiniteLoss(UserError):
+    """Too many non-finite steps in a row."""
+
+
+class Trainer:
+    """Runs (or resumes) a recipe into an output folder."""
+
+    def __init__(self, resolved: ResolvedRecipe, out_dir: Path, *, checkpoint: dict[str, Any] | None = None,
+                 max_steps: int | None = None, max_minutes: float | None = None,
+                 report: Callable[[str], None] = print, progress: Any = None) -> None:
+        self.resolved = resolved
+        self.recipe = resolved.recipe
+        self.train_spec = self.recipe.training
+        self.out_dir = out_dir
+        self.report = report
+        self.progress = progress
+        self.max_steps = max_steps if max_steps is not None else self.train_spec.max_steps
+        self.max_minutes = max_minutes if max_minutes is not None else self.train_spec.max_minutes
+        self.device = resolve_device(self.train_spec.device)
+        self.amp = amp_dtype(self.train_spec.amp, self.device)
+        self.channels_last = self.train_spec.channels_last and self.device.type != "mps"
+        self._stop_reason: str | None = None
+
+        seed_everything(self.train_spec.seed)
+        if self.train_spec.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.stack: Stack = build_stack(resolved, device=str(self.device))
+        self.stack.to(self.device, memory_format=torch.channels_last if self.channels_last
+                      else torch.preserve_format)
+        wants_wrong = self.train_spec.wrong_images or any(
+            getattr(c.options, "wrong", None) == "class" for s in self.recipe.stages for c in s.losses)
+        self.dataset = build_dataset(resolved, "train", self.stack.resolutions, want_wrong=wants_wrong)
+        if len(self.dataset) < self.train_spec.batch_size:
+            raise DataError(f"the training split has {len(self.dataset)} examples, fewer than one batch "
+                            f"({self.train_spec.batch_size})", file=resolved.file,
+                            path="training.batch_size", fix="lower training.batch_size or add data")
+        self.blocks = self._blocks()
+        self._build_optimizers()
+        self.ema: Stack | None = None
+        if self.train_spec.ema:
+            self.ema = copy.deepcopy(self.stack).requires_grad_(False).eval()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.position = Position()
+        self.nonfinite = 0
+        self.skipped_steps = 0
+        self.best: float | None = None
+        if checkpoint is None:
+            self.stack.text_encoder.prepare(self.dataset)
+        else:
+            self._restore(checkpoint)
+        self.sample_batch = self._sample_batch()
+        self.step_fn = self._step
+        if self.train_spec.compile:
+            self.stack.stages = torch.compile(self.stack.stages)  # type: ignore[assignment]
+
+    # ------------------------------------------------------------------------------------ building
+    def _blocks(self) -> list[list[int]]:
+        n = len(self.stack.stages)
+        return [list(range(n))] if self.train_spec.schedule == "joint" else [[k] for k in range(n)]
+
+    def _block_epochs(self, block: int) -> int:
+        if self.train_spec.schedule == "joint":
+            return self.train_spec.epochs
+        return self.recipe.stages[block].epochs or self.train_spec.epochs
+
+    def _decay_every(self, stage: int) -> int | None:
+        return self.recipe.stages[stage].lr_decay_every or self.train_spec.lr_decay_every
+
+    def _adam(self, params: list[nn.Parameter], spec: Any) -> torch.optim.Optimizer:
+        fused = self.device.type == "cuda"
+        return torch.optim.Adam(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay,
+                                **({"fused": True} if fused else {"foreach": True}))
+
+    def _build_optimizers(self) -> None:
+        opt = self.train_spec.optimizer
+        self.g_opts: list[torch.optim.Optimizer] = []
+        self.d_opts: list[torch.optim.Optimizer] = []
+        self.schedulers: list[torch.optim.lr_scheduler.LRScheduler] = []
+        for k, stage in enumerate(self.stack.stages):
+            g_params = [p for m in stage.generator_parts() for p in m.parameters()]
+            d_params = list(stage.discriminator.parameters()) + list(stage.losses.parameters())
+            self.g_opts.append(self._adam(g_params, opt.generator))
+            self.d_opts.append(self._adam(d_params, opt.discriminator))
+            every = self._decay_every(k)
+            for o in (self.g_opts[-1], self.d_opts[-1]):
+                self.schedulers.append(torch.optim.lr_scheduler.StepLR(
+                    o, step_size=every or 10**9, gamma=self.train_spec.lr_decay_factor))
+        enc = self.stack.text_encoder
+        self.text_opt = None
+        if getattr(enc, "trainable", False) and any(p.requires_grad for p in enc.parameters()):
+            self.text_opt = self._adam(list(enc.parameters()), opt.generator)
+
+    def _sample_batch(self) -> dict[str, Any]:
+        """A fixed set of examples (and noise) for sample sheets, independent of training RNG."""
+        k = min(self.recipe.output.sample_count, len(self.dataset))
+        with isolated_rng(self.train_spec.seed + 7):
+            idx = np.linspace(0, len(self.dataset) - 1, k).round().astype(int).tolist()
+            batch = default_collate([self.dataset[i] for i in idx])
+            captions = self.recipe.output.sample_captions
+            if captions:
+                batch["caption"] = list(captions)[:k] + batch["caption"][len(captions):]
+            gen = torch.Generator().manual_seed(self.train_spec.seed + 11)
+            batch["z"] = torch.randn(k, self.recipe.noise_dim, generator=gen)
+            batch["eps"] = [None] * len(self.stack.stages)
+        return batch
+
+    # -------------------------------------------------------------------------------- the step
+    def _step(self, batch: dict[str, Any], active: list[int]) -> dict[str, Tensor]:
+        stages = self.stack.stages
+        images: list[Tensor] = batch["images"]
+        wrong: list[Tensor] | None = batch.get("wrong_images")
+        last = max(active)
+        encoder = self.stack.text_encoder
+        train_text = self.text_opt is not None and (self.train_spec.schedule == "joint" or active == [0])
+        terms: dict[str, Tensor] = {}
+
+        set_trainable([encoder], train_text)
+        with autocast(self.device, self.amp):
+            with contextlib.nullcontext() if train_text else torch.no_grad():
+                text = encoder(batch)
+            z = torch.randn(text.shape[0], self.recipe.noise_dim, device=self.device)
+            outs = []
+            prev = None
+            for k in range(last + 1):
+                with contextlib.nullcontext() if k in active else torch.no_grad():
+                    cond = stages[k].conditioner(text)
+                    prev = stages[k].generator(z if k == 0 else None, cond, prev)
+                outs.append((cond, prev))
+
+        # Discriminator phases: only this stage's D (and its loss modules) train.
+        for k in active:
+            stage = stages[k]
+            set_trainable([stage.discriminator, stage.losses], True)
+            with autocast(self.device, self.amp):
+                state = StepState(stage=k, phase="d", discriminator=stage.discriminator, real=images[k],
+                                  fake=outs[k][1].image.detach(), condition=_detach(outs[k][0]),
+                                  text=text.detach(), wrong_real=wrong[k] if wrong else None,
+                                  prev_fake=outs[k - 1][1].image.detach() if k else None,
+                                  class_id=batch.get("class_id"))
+                d_terms = {n: t for loss in stage.losses for n, t in loss.d_terms(state).items()}
+                total = sum(d_terms.values())
+            if self._finite(total, k, d_terms):
+                self.d_opts[k].zero_grad(set_to_none=True)
+                self.scaler.scale(total).backward()
+                self.scaler.step(self.d_opts[k])
+            terms.update({f"stage{k + 1}/{n}": t.detach() for n, t in d_terms.items()})
+            terms[f"stage{k + 1}/d_total"] = total.detach()
+
+        # Generator phase: the active stages' conditioners and generators (and the text encoder).
+        for k, stage in enumerate(stages):
+            set_trainable([stage.discriminator, stage.losses], False)
+            set_trainable(stage.generator_parts(), k in active)
+        g_total: Tensor = torch.zeros((), device=self.device)
+        g_named: dict[str, Tensor] = {}
+        with autocast(self.device, self.amp):
+            for k in active:
+                stage = stages[k]
+                state = StepState(stage=k, phase="g", discriminator=stage.discriminator, real=images[k],
+                                  fake=outs[k][1].image, condition=outs[k][0], text=text,
+                                  prev_fake=outs[k - 1][1].image if k else None,
+                                  class_id=batch.get("class_id"))
+                g_terms = {n: t for loss in stage.losses for n, t in loss.g_terms(state).items()}
+                g_total = g_total + sum(g_terms.values())
+                g_named.update({f"stage{k + 1}/{n}": t for n, t in g_terms.items()})
+        if self._finite(g_total, active[-1], g_named):
+            opts = [self.g_opts[k] for k in active] + ([self.text_opt] if train_text else [])
+            for o in opts:
+                o.zero_grad(set_to_none=True)
+            self.scaler.scale(g_total).backward()
+            for o in opts:
+                self.scaler.step(o)
+            self.scaler.update()
+            self._update_ema()
+        terms.update({n: t.detach() for n, t in g_named.items()})
+        terms["g_total"] = g_total.detach()
+        for stage in stages:
+            set_trainable([stage.discriminator, stage.losses, *stage.generator_parts()], True)
+        return terms
+
+    def _finite(self, total: Tensor, stage: int, named: dict[str, Tensor]) -> bool:
+        """Skip a step whose loss is not finite; stop after ``nan_patience`` in a row."""
+        if bool(torch.isfinite(total)):
+            self.nonfinite = 0
+            return True
+        self.nonfinite += 1
+        self.skipped_steps += 1
+        bad = [n for n, t in named.items() if not bool(torch.isfinite(t))] or ["total"]
+        if self.nonfinite >= self.train_spec.nan_patience:
+            raise NonFiniteLoss(
+                f"stage {stage + 1} loss term '{bad[0]}' was not finite for {self.nonfinite} steps in a row "
+                f"(step {self.position.step}); training stopped and the last good checkpoint was kept "
+                f"in {self.out_dir / 'checkpoints'}",
+                path="training", fix="lower the learning rate, check the data for NaNs, or resume from the "
+                "last checkpoint with `ganstack run --resume`")
+        return False
+
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        decay = float(self.train_spec.ema)
+        with torch.no_grad():
+            for (name, p_ema), p in zip(self.ema.named_parameters(), self.stack.parameters(), strict=True):
+                if ".discriminator." not in name:
+                    p_ema.lerp_(p, 1 - decay)
+            for b_ema, b in zip(self.ema.buffers(), self.stack.buffers(), strict=True):
+                b_ema.copy_(b)
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        return {
+            "recipe": to_data(self.recipe),
+            "model": self.stack.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "g_opts": [o.state_dict() for o in self.g_opts],
+            "d_opts": [o.state_dict() for o in self.d_opts],
+            "text_opt": self.text_opt.state_dict() if self.text_opt else None,
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "scaler": self.scaler.state_dict(),
+            "position": attrs.asdict(self.position),
+            "counters": {"skipped_steps": self.skipped_steps, "best": self.best},
+            "rng": rng_state(),
+            "resolutions": list(self.stack.resolutions),
+        }
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        try:
+            self.stack.load_state_dict(ckpt["model"])
+            if self.ema is not None and ckpt.get("ema"):
+                self.ema.load_state_dict(ckpt["ema"])
+            for opt, st in zip(self.g_opts + self.d_opts, ckpt["g_opts"] + ckpt["d_opts"], strict=True):
+                opt.load_state_dict(st)
+            if self.text_opt is not None and ckpt.get("text_opt"):
+                self.text_opt.load_state_dict(ckpt["text_opt"])
+            for sch, st in zip(self.schedulers, ckpt["schedulers"], strict=True):
+                sch.load_state_dict(st)
+            self.scaler.load_state_dict(ckpt["scaler"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint does not match this recipe's stack ({str(exc)[:300]})",
+                                  file=ckpt.get("path"), fix="resume with the recipe the run was started "
+                                  "with (the checkpoint holds it: `ganstack run --resume RUN_DIR`)") from None
+        self.position = Position(**ckpt["position"])
+        self.skipped_steps = ckpt["counters"]["skipped_steps"]
+        self.best = ckpt["counters"]["best"]
+        self._pending_rng = ckpt["rng"]
+
+    def save(self, name: str = "last") -> Path:
+        path = self.out_dir / "checkpoints" / f"{name}.pt"
+        save_atomic(self.state(), path)
+        return path
+
+    # ---------------------------------------------------------------------------------- samples
+    @torch.no_grad()
+    def write_samples(self) -> Path:
+        model = self.ema if self.ema is not None else self.stack
+        was_training = model.training
+        model.eval()
+        batch = _to_device(self.sample_batch, self.device, False)
+        with isolated_rng(self.train_spec.seed + 13):
+            text = model.text_encoder(batch)
+            outs = model.generate(text, batch["z"])
+        model.train(was_training)
+        columns = [out.image.float().cpu() for _cond, out in outs]
+        headers = [f"stage {k + 1} ({r}px)" for k, r in enumerate(self.stack.resolutions)]
+        path = self.out_dir / "samples" / f"step_{self.position.step:07d}.png"
+        save_png(contact_sheet(batch["caption"], columns, headers=headers), path)
+        return path
+
+    # ---------------------------------------------------------------------------------- running
+    def _install_signals(self) -> Callable[[], None]:
+        previous: dict[int, Any] = {}
+
+        def handler(signum: int, _frame: Any) -> None:
+            if self._stop_reason is not None:
+                self.report("Second interrupt: exiting now without a checkpoint.")
+                raise SystemExit(130)
+            self._stop_reason = signal.Signals(signum).name
+            self.report(f"{self._stop_reason} received: finishing this step and writing a checkpoint "
+                        "(press Ctrl-C again to exit at once)...")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread (e.g. a notebook worker)
+                pass
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
+
+    def _loader(self, block: int, epoch: int, start_batch: int) -> DataLoader:
+        """The loader of one epoch, from ``start_batch`` on. Its own seeded generator (worker seeds)
+        keeps it from drawing on the global RNG, so a resumed run draws exactly what the original did."""
+        sampler = EpochSampler(len(self.dataset), self.train_spec.seed)
+        sampler.set_position(block, epoch, start_batch * self.train_spec.batch_size)
+        generator = torch.Generator().manual_seed(self.train_spec.seed * 7919 + block * 104_729 + epoch)
+        return DataLoader(self.dataset, batch_size=self.train_spec.batch_size, sampler=sampler,
+                          drop_last=True, num_workers=self.train_spec.num_workers,
+                          pin_memory=self.device.type == "cuda", generator=generator)
+
+    def total_steps(self) -> int:
+        per_epoch = len(self.dataset) // self.train_spec.batch_size
+        total = sum(self._block_epochs(b) for b in range(len(self.blocks))) * per_epoch
+        return min(total, self.max_steps) if self.max_steps else total
+
+    def run(self) -> dict[str, Any]:
+        """Train until the recipe's epochs, a budget, or a signal; always ends with a checkpoint."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        resumed = self.position.step > 0
+        write_json(self.out_dir / "environment.json", environment_record(
+            device=str(self.device), settings={
+                "seed": self.train_spec.seed, "amp": self.train_spec.amp, "amp_active": self.amp is not None,
+                "channels_last": self.channels_last, "compile": self.train_spec.compile,
+                "ema": self.train_spec.ema, "deterministic": self.train_spec.deterministic,
+                "resumed_from_step": self.position.step if resumed else None}))
+        log = MetricsLog(self.out_dir / "metrics.jsonl", resume_step=self.position.step if resumed else None)
+        restore_signals = self._install_signals()
+        if hasattr(self, "_pending_rng"):
+            set_rng_state(self._pending_rng)
+        started = time.monotonic()
+        per_epoch = len(self.dataset) // self.train_spec.batch_size
+        out = self.recipe.output
+        sums: dict[str, Tensor] = {}
+        count, interval_start, images_done = 0, time.monotonic(), 0
+        ended = "finished"
+        if self.progress:
+            self.progress.start(self.total_steps(), self.position.step)
+        try:
+            pos = self.position
+            while pos.block < len(self.blocks):
+                active = self.blocks[pos.block]
+                for stage in self.stack.stages:
+                    stage.train()
+                for k in range(min(active)):
+                    self.stack.stages[k].eval()  # earlier stages are finished: inference mode
+                while pos.epoch < self._block_epochs(pos.block):
+                    for batch in self._loader(pos.block, pos.epoch, pos.batch):
+                        batch = _to_device(batch, self.device, self.channels_last)
+                        terms = self.step_fn(batch, active)
+                        pos.batch += 1
+                        pos.step += 1
+                        count += 1
+                        images_done += self.train_spec.batch_size
+                        for name, value in terms.items():
+                            sums[name] = sums.get(name, 0) + value.float()
+                        if pos.step % out.log_every == 0:
+                            elapsed = max(time.monotonic() - interval_start, 1e-9)
+                            record = {"step": pos.step, "epoch": pos.epoch, "stage": active[-1] + 1,
+                                      **{n: round(float(v) / count, 6) for n, v in sums.items()},
+                                      **self._learning_rates(), "images_per_s": round(images_done / elapsed, 2),
+                                      "skipped_steps": self.skipped_steps}
+                            log.write(record)
+                            if self.progress:
+                                self.progress.update(pos.step, record)
+                            sums, count, interval_start, images_done = {}, 0, time.monotonic(), 0
+                        elif self.progress:
+                            self.progress.update(pos.step, None)
+                        if pos.step % out.sample_every == 0:
+                            self.write_samples()
+                        if pos.step % out.checkpoint_every == 0:
+                            self.save()
+                            if out.keep_every and pos.step % out.keep_every == 0:
+                                self.save(f"step_{pos.step:07d}")
+                        ended = self._budget_reason(started)
+                        if ended != "finished":
+                            break
+                    if ended != "finished":
+                        break
+                    pos.epoch += 1
+                    pos.batch = 0
+                    for k in active:
+                        for sch in self.schedulers[2 * k : 2 * k + 2]:
+                            sch.step()
+                if ended != "finished":
+                    break
+                pos.block += 1
+                pos.epoch = 0
+        finally:
+            restore_signals()
+            log.close()
+            if self.progress:
+                self.progress.stop()
+        self.write_samples()
+        ckpt = self.save()
+        return {"ended": ended, "step": self.position.step, "checkpoint": str(ckpt),
+                "out_dir": str(self.out_dir), "skipped_steps": self.skipped_steps,
+                "steps_per_epoch": per_epoch}
+
+    def _budget_reason(self, started: float) -> str:
+        if self._stop_reason:
+            return f"interrupted ({self._stop_reason})"
+        if self.max_steps and self.position.step >= self.max_steps:
+            return "max_steps reached"
+        if self.max_minutes and (time.monotonic() - started) / 60 >= self.max_minutes:
+            return "max_minutes reached"
+        return "finished"
+
+    def _learning_rates(self) -> dict[str, float]:
+        rates = {}
+        for k in range(len(self.stack.stages)):
+            rates[f"lr/stage{k + 1}/g"] = self.g_opts[k].param_groups[0]["lr"]
+            rates[f"lr/stage{k + 1}/d"] = self.d_opts[k].param_groups[0]["lr"]
+        return rates
+
+
+def trainer_from_checkpoint(run_dir: Path, **kwargs: Any) -> Trainer:
+    """Rebuild a run's trainer from its last checkpoint (the recipe travels inside it)."""
+    ckpt = load_checkpoint(run_dir)
+    resolved = recipe_from_dict(ckpt["recipe"], file=ckpt["path"])
+    return Trainer(resolved, run_dir, checkpoint=ckpt, **kwargs)
+
+
+__all__ = ["EpochSampler", "build_dataset", "Position", "Trainer", "isolated_rng", "trainer_from_checkpoint"]

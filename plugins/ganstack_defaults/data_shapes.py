@@ -1,0 +1,74 @@
+"""``shapes``: the synthetic captioned-shapes dataset of :mod:`ganstack_defaults.shapes`.
+
+Scenes are rendered once at the largest stage resolution and cached as one .npy per split;
+smaller stages are area-averaged from that render on access (exactly ``render_stages``). No crop
+and no flip: captions name positions. ``class_id`` is ``Scene.class_id`` (shape and colour, 24
+classes), so a mismatched image differs in shape or colour. Training accesses pick one of the
+five captions at random; other splits always give the first, which names all five attributes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import numpy as np
+
+from ganstack.errors import DataError
+from ganstack.interfaces import DataContext
+from ganstack_defaults import shapes
+from ganstack_defaults.data_cache import NpyImages, atomic_write, cache_key
+from ganstack_defaults.data_dataset import CaptionImageDataset
+
+_SIZE = attrs.validators.ge(1)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class ShapesOptions:
+    """Options of ``shapes``: split sizes and the seed every scene and caption derives from."""
+
+    train_size: int = attrs.field(default=10000, validator=_SIZE)
+    test_size: int = attrs.field(default=1000, validator=_SIZE)
+    holdout_size: int = attrs.field(default=1000, validator=_SIZE)
+    seed: int = 0
+    split: str | None = attrs.field(default=None,
+                                    validator=attrs.validators.optional(attrs.validators.in_(shapes.SPLITS)))
+
+
+class ShapesDataset(CaptionImageDataset):
+    """A :class:`CaptionImageDataset` that also knows its scenes (for metrics that check them)."""
+
+    def __init__(self, scenes: list[shapes.Scene], **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.scenes = scenes
+
+
+def _rendered(path: Path, scenes: list[shapes.Scene], size: int) -> NpyImages:
+    if not path.exists():
+        def fill(tmp: Path) -> None:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(scenes), size, size, 3))
+            for i, scene in enumerate(scenes):
+                out[i] = shapes.render(scene, size)
+            out.flush()
+            del out
+        atomic_write(path, fill)
+    return NpyImages(path)
+
+
+def build_shapes(options: ShapesOptions, ctx: DataContext) -> ShapesDataset:
+    """The ``train``, ``test`` or ``holdout`` split, generated on first use."""
+    split = options.split or ctx.split
+    if split not in shapes.SPLITS:
+        raise DataError(f"shapes has no '{split}' split", fix=f"use one of: {', '.join(shapes.SPLITS)}")
+    count = getattr(options, f"{split}_size")
+    size = max(ctx.resolutions)
+    scenes = shapes.make_scenes(count, options.seed, split)
+    key = cache_key([shapes.SPEC_VERSION, split, count, options.seed, size])
+    images = _rendered(ctx.cache_dir / f"shapes-v{shapes.SPEC_VERSION}-{split}-{size}-{key[:20]}.npy",
+                       scenes, size)
+    return ShapesDataset(
+        scenes, images=images, captions=[shapes.captions(s, options.seed) for s in scenes],
+        class_ids=[s.class_id for s in scenes], resolutions=ctx.resolutions, train=split == "train",
+        seed=ctx.seed, want_wrong=ctx.want_wrong, flip=False, resize=shapes.downsample,
+        fingerprint=cache_key(["shapes", key, attrs.asdict(options)]),
+    )

@@ -1,0 +1,186 @@
+"""StackGAN's losses as plugins: matching-aware adversarial (BCE or hinge), KL, colour consistency."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import attrs
+import torch
+import torch.nn.functional as F
+from attrs import validators as v
+from torch import Tensor, nn
+
+from ganstack.hookspecs import hookimpl
+from ganstack.interfaces import Condition, LossContext, StepState
+
+
+class _Logits(NamedTuple):
+    real: Tensor
+    wrong: Tensor
+    fake: Tensor
+    real_uncond: Tensor | None
+    fake_uncond: Tensor | None
+
+
+def _shifted(condition: Condition) -> Condition:
+    """Pair image i with the condition of example i+1 (the PyTorch port's mismatched text)."""
+    return Condition(*(t.roll(1, dims=0) if t is not None else None for t in condition))
+
+
+@attrs.define(frozen=True)
+class AdversarialOptions:
+    """Options of the matching-aware adversarial losses."""
+
+    wrong: str = attrs.field(default="shift", validator=v.in_(["shift", "class"]))
+    uncond_weight: float = attrs.field(default=1.0, validator=v.ge(0))
+
+
+class MatchingAwareLoss(nn.Module):
+    """Matching-aware loss: D tells (real, right text) from (real, wrong text) and (fake, right text).
+
+    With an unconditional head (and ``uncond_weight > 0``) the PyTorch port's weighting is used:
+    ``L_D = (real_c + w real_u)/2 + (fake_c + wrong_c + w fake_u)/3``; without it,
+    ``L_D = real + (wrong + fake)/2``. The generator's term is non-saturating.
+    """
+
+    def __init__(self, options: AdversarialOptions, ctx: LossContext) -> None:
+        super().__init__()
+        self.options = options
+
+    def _logits(self, step: StepState, *, with_wrong: bool) -> _Logits:
+        d = step.discriminator
+        fake_f = step.features("fake")
+        cond = step.condition
+        fake = d.cond_logits(fake_f, cond, step.text)
+        real = wrong = real_u = None
+        if with_wrong:
+            real_f = step.features("real")
+            real = d.cond_logits(real_f, cond, step.text)
+            if self.options.wrong == "class" and step.wrong_real is not None:
+                wrong = d.cond_logits(step.features("wrong_real"), cond, step.text)
+            else:
+                wrong = d.cond_logits(real_f, _shifted(cond), step.text.roll(1, dims=0))
+            real_u = d.uncond_logits(real_f) if self.options.uncond_weight else None
+        fake_u = d.uncond_logits(fake_f) if self.options.uncond_weight else None
+        return _Logits(real, wrong, fake, real_u, fake_u)
+
+    @staticmethod
+    def _real_term(x: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(x, torch.ones_like(x))
+
+    @staticmethod
+    def _fake_term(x: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(x, torch.zeros_like(x))
+
+    def d_terms(self, step: StepState) -> dict[str, Tensor]:
+        lg = self._logits(step, with_wrong=True)
+        if lg.real_uncond is None:
+            return {"d_real": self._real_term(lg.real), "d_wrong": self._fake_term(lg.wrong) / 2,
+                    "d_fake": self._fake_term(lg.fake) / 2}
+        w = self.options.uncond_weight
+        return {"d_real": self._real_term(lg.real) / 2,
+                "d_real_uncond": w * self._real_term(lg.real_uncond) / 2,
+                "d_wrong": self._fake_term(lg.wrong) / 3, "d_fake": self._fake_term(lg.fake) / 3,
+                "d_fake_uncond": w * self._fake_term(lg.fake_uncond) / 3}
+
+    def g_terms(self, step: StepState) -> dict[str, Tensor]:
+        lg = self._logits(step, with_wrong=False)
+        terms = {"g_fake": self._real_term(lg.fake)}
+        if lg.fake_uncond is not None:
+            terms["g_fake_uncond"] = self.options.uncond_weight * self._real_term(lg.fake_uncond)
+        return terms
+
+
+class HingeLoss(MatchingAwareLoss):
+    """Matching-aware hinge loss: the three pairs of the matching-aware loss, hinge instead of BCE."""
+
+    @staticmethod
+    def _real_term(x: Tensor) -> Tensor:
+        return F.relu(1 - x).mean()
+
+    @staticmethod
+    def _fake_term(x: Tensor) -> Tensor:
+        return F.relu(1 + x).mean()
+
+    def g_terms(self, step: StepState) -> dict[str, Tensor]:
+        lg = self._logits(step, with_wrong=False)
+        terms = {"g_fake": -lg.fake.mean()}
+        if lg.fake_uncond is not None:
+            terms["g_fake_uncond"] = -self.options.uncond_weight * lg.fake_uncond.mean()
+        return terms
+
+
+@attrs.define(frozen=True)
+class KLOptions:
+    """Coefficient of the KL term (2.0 in every official config; the paper's text says 1)."""
+
+    coeff: float = attrs.field(default=2.0, validator=v.ge(0))
+
+
+def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, var) || N(0, I)), averaged over batch and dimensions as the official code does."""
+    return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+class KLLoss(nn.Module):
+    """KL regulariser of Conditioning Augmentation: keeps the condition manifold smooth."""
+
+    def __init__(self, options: KLOptions, ctx: LossContext) -> None:
+        super().__init__()
+        self.coeff = options.coeff
+
+    def d_terms(self, step: StepState) -> dict[str, Tensor]:
+        return {}
+
+    def g_terms(self, step: StepState) -> dict[str, Tensor]:
+        if step.condition.logvar is None:
+            return {}
+        return {"kl": self.coeff * kl_divergence(step.condition.mu, step.condition.logvar)}
+
+
+@attrs.define(frozen=True)
+class ColourOptions:
+    """Weights of StackGAN-v2's colour-consistency terms (mean and covariance)."""
+
+    mean_weight: float = attrs.field(default=1.0, validator=v.ge(0))
+    cov_weight: float = attrs.field(default=5.0, validator=v.ge(0))
+
+
+def colour_stats(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-image pixel colour mean ``[B, C]`` and covariance ``[B, C, C]``."""
+    pixels = images.float().flatten(2)  # B, C, N
+    mean = pixels.mean(dim=2)
+    centred = pixels - mean.unsqueeze(2)
+    cov = centred @ centred.transpose(1, 2) / pixels.shape[2]
+    return mean, cov
+
+
+class ColourConsistencyLoss(nn.Module):
+    """StackGAN-v2's colour consistency between a stage's image and the previous stage's."""
+
+    def __init__(self, options: ColourOptions, ctx: LossContext) -> None:
+        super().__init__()
+        self.options = options
+
+    def d_terms(self, step: StepState) -> dict[str, Tensor]:
+        return {}
+
+    def g_terms(self, step: StepState) -> dict[str, Tensor]:
+        if step.prev_fake is None:
+            return {}
+        mean, cov = colour_stats(step.fake)
+        prev_mean, prev_cov = colour_stats(step.prev_fake)
+        return {"colour_mean": self.options.mean_weight * F.mse_loss(mean, prev_mean),
+                "colour_cov": self.options.cov_weight * F.mse_loss(cov, prev_cov)}
+
+
+@hookimpl
+def register_components(register) -> None:  # noqa: ANN001 - the Register callback
+    register("loss", "matching-aware", MatchingAwareLoss, options=AdversarialOptions,
+             summary="StackGAN's matching-aware BCE loss: real/right, real/wrong, fake/right (+unconditional)")
+    register("loss", "hinge", HingeLoss, options=AdversarialOptions,
+             summary="Matching-aware hinge loss, an alternative to BCE")
+    register("loss", "kl", KLLoss, options=KLOptions,
+             summary="KL regulariser of Conditioning Augmentation (coefficient 2.0 as the official code)")
+    register("loss", "colour-consistency", ColourConsistencyLoss, options=ColourOptions,
+             summary="StackGAN-v2 colour consistency (mean and covariance) with the previous stage")

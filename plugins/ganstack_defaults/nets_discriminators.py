@@ -1,0 +1,113 @@
+"""StackGAN's matching-aware discriminator, for any image size 4 * 2**k (k >= 1)."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any, Literal
+
+import attrs
+from torch import Tensor, nn
+
+from ganstack.errors import RecipeError
+from ganstack.interfaces import Condition, StageContext
+from ganstack_defaults.nets_blocks import (
+    LEAK,
+    conv_block,
+    down_block,
+    init_weights,
+    log2_exact,
+    with_condition,
+)
+
+TEXT_CONDITION_DIM = 128  # the TF code's compressed embedding size, when the stage's is unknown
+
+
+def _only_for_text(instance: MatchingAwareOptions, attribute: Any, value: int | None) -> None:
+    if value is not None and instance.condition != "text":
+        raise ValueError(f"'condition_dim' sizes D's own text compression, used only with condition: text "
+                         f"(condition is '{instance.condition}'); remove it or set condition: text")
+
+
+@attrs.define(frozen=True, kw_only=True)
+class MatchingAwareOptions:
+    """``ndf``: width of the first down block; ``condition``: ``mu`` (the stage's CA mean, detached;
+    PyTorch port) or ``text`` (D compresses the raw embedding itself; TF code); ``unconditional_head``:
+    add the image-only logit (the port's Stage-II); ``condition_dim``: size of that compression
+    (``condition: text`` only; default the stage's condition size, else 128)."""
+
+    ndf: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+    condition: Literal["mu", "text"] = attrs.field(default="mu", validator=attrs.validators.in_(("mu", "text")))
+    unconditional_head: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    condition_dim: int | None = attrs.field(
+        default=None, validator=[attrs.validators.optional(attrs.validators.ge(1)), _only_for_text])
+
+
+def _image_path(image_size: int, image_channels: int, ndf: int) -> tuple[nn.Sequential, int]:
+    """The down path to 4x4 and its output channels.
+
+    One 4x4 stride-2 down block per halving, ``log2(image_size / 4)`` in all, with ``ndf * 2**i``
+    channels (the first without BN). Where that ends above ``8ndf``, 3x3 conv -> BN -> LeakyReLU
+    blocks halve the channels back to ``8ndf``: this gives StackGAN's 64x64 D (64, 128, 256, 512),
+    its 256x256 D (64 ... 2048, then 1024, 512) and StackGAN-v2's 128x128 D (64 ... 1024, then
+    512) from one rule. Below 64x64 the path ends at ``ndf * 2**(downs - 1)`` channels.
+    """
+    downs = log2_exact(image_size // 4) or 0
+    widths = [ndf << i for i in range(downs)]
+    layers = [down_block(image_channels, ndf, batch_norm=False)]
+    layers += [down_block(a, b) for a, b in pairwise(widths)]
+    channels = widths[-1]
+    while channels > 8 * ndf:
+        layers.append(conv_block(channels, channels // 2, leaky=True))
+        channels //= 2
+    return nn.Sequential(*layers), channels
+
+
+class MatchingAwareDiscriminator(nn.Module):
+    """StackGAN's discriminator: image features at 4x4, judged with the text (and optionally alone).
+
+    ``cond_logits``: the condition replicated to 4x4 and concatenated after the features, 3x3
+    conv -> BN -> LeakyReLU(0.2) at the feature width, 4x4 conv stride 4 -> one logit.
+    ``uncond_logits``: a 4x4 conv stride 4 on the features alone (or ``None`` without that head).
+    Logits, not probabilities: the losses apply the sigmoid.
+    """
+
+    def __init__(self, options: MatchingAwareOptions, image_size: int, image_channels: int, text_dim: int,
+                 cond_dim: int) -> None:
+        """``cond_dim``: the stage's condition size (``mu``) or D's own compressed size (``text``)."""
+        super().__init__()
+        self.condition = options.condition
+        self.image_path, self.feature_channels = _image_path(image_size, image_channels, options.ndf)
+        self.compress_text = (nn.Sequential(nn.Linear(text_dim, cond_dim), nn.LeakyReLU(LEAK))
+                              if options.condition == "text" else None)
+        width = self.feature_channels
+        self.cond_head = nn.Sequential(conv_block(width + cond_dim, width, leaky=True),
+                                       nn.Conv2d(width, 1, kernel_size=4, stride=4))
+        self.uncond_head = nn.Conv2d(width, 1, kernel_size=4, stride=4) if options.unconditional_head else None
+
+    def features(self, image: Tensor) -> Tensor:
+        return self.image_path(image)
+
+    def cond_logits(self, features: Tensor, condition: Condition, text: Tensor) -> Tensor:
+        vector = condition.mu.detach() if self.compress_text is None else self.compress_text(text)
+        return self.cond_head(with_condition(features, vector)).reshape(-1)
+
+    def uncond_logits(self, features: Tensor) -> Tensor | None:
+        return None if self.uncond_head is None else self.uncond_head(features).reshape(-1)
+
+
+def build_matching_aware(options: MatchingAwareOptions, ctx: StageContext) -> MatchingAwareDiscriminator:
+    """StackGAN matching-aware discriminator: conditional (and optional unconditional) logit."""
+    if ctx.image_size is None:
+        raise ValueError("matching-aware needs ctx.image_size; the stack must fill it in before building D")
+    if ctx.image_size < 8 or ctx.image_size % 4 or log2_exact(ctx.image_size // 4) is None:
+        raise RecipeError(f"matching-aware halves the image down to 4x4, which {ctx.image_size}x"
+                          f"{ctx.image_size} does not reach",
+                          fix="use image sizes that are 4 times a power of two: 8, 16, 32, 64, 128, 256, ...")
+    if options.condition == "text":
+        cond_dim = options.condition_dim or ctx.cond_dim or TEXT_CONDITION_DIM
+    elif ctx.cond_dim is None:
+        raise ValueError("matching-aware with condition: mu needs ctx.cond_dim; the stack must fill it in")
+    else:
+        cond_dim = ctx.cond_dim
+    return init_weights(MatchingAwareDiscriminator(options, ctx.image_size, ctx.image_channels, ctx.text_dim,
+                                                   cond_dim))

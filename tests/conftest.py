@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny recipe on the synthetic shapes data, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ganstack.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "recipes" / "tiny_shapes.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test in a fresh folder sharing one data cache, so tests never write into the repo."""
+    cache = tmp_path_factory.getbasetemp() / "shared-cache"
+    cache.mkdir(exist_ok=True)
+    work = tmp_path_factory.mktemp("cwd")
+    (work / ".ganstack-cache").symlink_to(cache, target_is_directory=True)
+    monkeypatch.chdir(work)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``ganstack ARGS`` in-process; returns (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def tiny_recipe() -> Path:
+    return TINY
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+os.environ.setdefault("COLUMNS", "200")

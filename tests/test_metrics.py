@@ -1,0 +1,279 @@
+"""Tests of the metric plugins: IS/FID arithmetic, the Inception seam and caches, shapes alignment."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from ganstack.errors import UserError
+from ganstack.interfaces import Metric, MetricContext
+from ganstack.plugin_loader import load_plugins
+from ganstack_defaults.metric_inception import INPUT_SIZE, load_inception, preprocess
+from ganstack_defaults.metric_inception_scores import (
+    FidOptions,
+    FrechetInceptionDistance,
+    InceptionScore,
+    InceptionScoreOptions,
+)
+from ganstack_defaults.metric_math import FeatureMoments, frechet_distance, inception_score
+
+
+# ------------------------------------------------------------------------------------ fakes
+class TinyBackbone(nn.Module):
+    """Stands in for Inception-v3 through the ``load_backbone`` seam: (logits, pool features)."""
+
+    def __init__(self, classes: int = 5, dim: int = 6) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.conv = nn.Conv2d(3, dim, 3, padding=1)
+        self.fc = nn.Linear(dim, classes)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen))
+        self.sizes: list[int] = []
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        self.sizes.append(images.shape[-1])
+        pool = torch.tanh(self.conv(images)).mean(dim=(2, 3))
+        return self.fc(pool), pool
+
+
+class FakeDataset:
+    """A CaptionDataset of random two-stage images (8x8 and 16x16) with unique captions."""
+
+    embedding_dim = None
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        self.items = [{"images": [torch.rand(3, 8, 8, generator=gen) * 2 - 1,
+                                  torch.rand(3, 16, 16, generator=gen) * 2 - 1],
+                       "caption": f"caption {i}", "class_id": -1, "index": i} for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+    def captions(self) -> list[str]:
+        return [it["caption"] for it in self.items]
+
+    def sample_captions(self, k: int) -> list[str]:
+        return self.captions()[:k]
+
+
+class FakeSource:
+    """An ImageSource that 'generates' the real images of the captions, or darker seeded noise."""
+
+    def __init__(self, dataset: FakeDataset, mode: str = "real") -> None:
+        self.data = dataset
+        self.mode = mode
+        self.by_caption = {it["caption"]: it["images"] for it in dataset.items}
+
+    def generate(self, captions: list[str], seed: int = 0) -> list[Tensor]:
+        if self.mode == "real":
+            return [torch.stack([self.by_caption[c][s] for c in captions]) for s in range(2)]
+        gen = torch.Generator().manual_seed(seed)
+        return [torch.rand(len(captions), 3, r, r, generator=gen) - 1 for r in (8, 16)]
+
+    def dataset(self, split: str) -> FakeDataset:
+        return self.data
+
+
+@pytest.fixture
+def weights(tmp_path: Path) -> Path:
+    path = tmp_path / "weights.pt"
+    path.write_bytes(b"stand-in weights: the tiny backbone ignores them")
+    return path
+
+
+def tiny_loader(backbone: TinyBackbone):
+    return lambda path, device: backbone.to(device)
+
+
+# ------------------------------------------------------------------------------- arithmetic
+def test_inception_score_of_uniform_predictions_is_one() -> None:
+    mean, std = inception_score(torch.full((20, 7), 1 / 7), splits=4)
+    assert mean == pytest.approx(1.0, abs=1e-12)
+    assert std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_inception_score_of_one_hot_predictions_spread_over_k_classes_is_k() -> None:
+    probs = torch.eye(4).repeat(10, 1)  # 40 confident predictions, 10 per class, interleaved
+    mean, std = inception_score(probs.numpy(), splits=2)
+    assert mean == pytest.approx(4.0, abs=1e-9)
+    assert std == pytest.approx(0.0, abs=1e-9)
+
+
+def test_inception_score_scores_each_split_and_drops_the_remainder() -> None:
+    uniform = torch.full((4, 2), 0.5)  # split 1 scores 1
+    one_hot = torch.eye(2).repeat(2, 1)  # split 2 scores 2
+    leftover = torch.tensor([[1.0, 0.0]])  # 9 rows, 2 splits of 4: this row is not scored
+    mean, std = inception_score(torch.cat([uniform, one_hot, leftover]), splits=2)
+    assert mean == pytest.approx(1.5, abs=1e-9)
+    assert std == pytest.approx(0.5, abs=1e-9)
+    with pytest.raises(ValueError, match="splits"):
+        inception_score(uniform, splits=5)
+
+
+def _rotation(d: int, seed: int) -> Tensor:
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return q
+
+
+def test_frechet_distance_of_diagonal_gaussians_matches_the_closed_form() -> None:
+    mu1, mu2 = np.array([0.0, 1.0, 2.0, -1.0]), np.array([1.0, 1.0, 0.0, 0.5])
+    s1, s2 = np.array([1.0, 4.0, 0.25, 2.0]), np.array([9.0, 1.0, 0.25, 0.5])
+    expected = ((mu1 - mu2) ** 2).sum() + (s1 + s2 - 2 * np.sqrt(s1 * s2)).sum()  # 1+4+2.25+... by hand
+    assert expected == pytest.approx(1 + 4 + 2.25 + (10 - 6) + (5 - 4) + 0 + (2.5 - 2))
+    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_frechet_distance_handles_full_covariances_that_share_eigenvectors() -> None:
+    rot = _rotation(5, seed=1)
+    d1 = torch.tensor([1.0, 2.0, 3.0, 0.5, 0.1], dtype=torch.float64)
+    d2 = torch.tensor([2.0, 2.0, 0.3, 4.0, 0.1], dtype=torch.float64)
+    s1, s2 = rot @ torch.diag(d1) @ rot.T, rot @ torch.diag(d2) @ rot.T
+    mu = torch.zeros(5)
+    expected = float((d1 + d2 - 2 * (d1 * d2).sqrt()).sum())
+    assert frechet_distance(mu, s1, mu, s2) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(mu, s2, mu, s1) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_of_identical_statistics_is_zero() -> None:
+    x = torch.randn(200, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    moments = FeatureMoments()
+    moments.add(x)
+    mu, sigma = moments.stats()
+    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-9
+
+
+def test_feature_moments_over_batches_match_numpy() -> None:
+    x = torch.randn(50, 4, generator=torch.Generator().manual_seed(3)) * 3 + 7
+    moments = FeatureMoments()
+    for part in x.split(17):
+        moments.add(part)
+    mu, sigma = moments.stats()
+    assert moments.count == 50
+    np.testing.assert_allclose(mu.numpy(), x.double().mean(0).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(sigma.numpy(), np.cov(x.double().numpy(), rowvar=False), rtol=1e-10)
+
+
+# -------------------------------------------------------------------------- inception-score
+def test_inception_score_metric_scores_the_last_stage_with_the_backbone(weights: Path) -> None:
+    data, backbone = FakeDataset(12), TinyBackbone()
+    metric = InceptionScore(InceptionScoreOptions(weights=str(weights), splits=3, batch_size=5), "cpu",
+                            load_backbone=tiny_loader(backbone))
+    result = metric.evaluate(FakeSource(data), n=12)
+    logits, _ = backbone(torch.stack([it["images"][1] for it in data.items]))
+    mean, std = inception_score(torch.softmax(logits.double(), 1), 3)
+    assert result["is_mean"] == pytest.approx(mean, rel=1e-6)
+    assert result["is_std"] == pytest.approx(std, rel=1e-5, abs=1e-7)
+    assert result["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert set(backbone.sizes) == {16}
+    assert isinstance(metric, Metric)
+
+
+def test_inception_score_metric_stage_option_picks_the_stage(weights: Path) -> None:
+    backbone = TinyBackbone()
+    metric = InceptionScore(InceptionScoreOptions(weights=str(weights), splits=2, stage=1), "cpu",
+                            load_backbone=tiny_loader(backbone))
+    metric.evaluate(FakeSource(FakeDataset(4)), n=6)  # n beyond the split cycles its captions
+    assert backbone.sizes == [8]
+    bad = InceptionScore(InceptionScoreOptions(weights=str(weights), splits=2, stage=3), "cpu",
+                         load_backbone=tiny_loader(backbone))
+    with pytest.raises(UserError, match="stage 3") as err:
+        bad.evaluate(FakeSource(FakeDataset(4)), n=4)
+    assert err.value.path == "stage"
+
+
+def test_inception_score_metric_refuses_too_few_images_and_wrong_class_counts(weights: Path) -> None:
+    metric = InceptionScore(InceptionScoreOptions(weights=str(weights)), "cpu",
+                            load_backbone=tiny_loader(TinyBackbone()))
+    with pytest.raises(UserError, match="splits"):
+        metric.evaluate(FakeSource(FakeDataset(4)), n=4)
+    metric = InceptionScore(InceptionScoreOptions(weights=str(weights), splits=1, num_classes=1000), "cpu",
+                            load_backbone=tiny_loader(TinyBackbone(classes=5)))
+    with pytest.raises(UserError, match="5 classes") as err:
+        metric.evaluate(FakeSource(FakeDataset(4)), n=4)
+    assert err.value.path == "num_classes"
+
+
+def test_missing_weights_are_a_user_error_naming_the_option(tmp_path: Path) -> None:
+    registry = load_plugins().registry
+    for name in ("inception-score", "fid"):
+        entry = registry.get("metric", name)
+        with pytest.raises(UserError, match="does not exist|do not exist") as err:
+            entry.factory(entry.options(weights=str(tmp_path / "nope.pt")), MetricContext())
+        assert err.value.path == "weights"
+        assert "torch.save" in str(err.value) and "weights" in str(err.value)
+
+
+def test_unreadable_weights_are_a_user_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a state dict")
+    with pytest.raises(UserError, match="cannot be loaded") as err:
+        load_inception(junk, torch.device("cpu"))
+    assert err.value.path == "weights"
+    torch.save({"something": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="fc.weight"):
+        load_inception(tmp_path / "other.pt", torch.device("cpu"))
+
+
+def test_preprocessing_resizes_to_299_and_keeps_the_minus_one_to_one_scale() -> None:
+    images = torch.stack([torch.full((3, 8, 8), 0.25), torch.full((3, 8, 8), 3.0)])
+    out = preprocess(images)
+    assert out.shape == (2, 3, INPUT_SIZE, INPUT_SIZE)
+    assert torch.allclose(out[0], torch.tensor(0.25)) and torch.allclose(out[1], torch.tensor(1.0))
+
+
+def test_a_torchvision_inception_state_dict_loads_with_classes_and_aux_head_inferred(tmp_path: Path) -> None:
+    from torchvision.models import inception_v3
+
+    torch.manual_seed(0)
+    net = inception_v3(weights=None, aux_logits=True, init_weights=False, num_classes=7)
+    path = tmp_path / "inception.pt"
+    torch.save(net.state_dict(), path)
+    backbone = load_inception(path, torch.device("cpu"))
+    logits, pool = backbone(torch.rand(2, 3, 16, 16) * 2 - 1)
+    assert logits.shape == (2, 7) and pool.shape == (2, 2048)
+    entry = load_plugins().registry.get("metric", "inception-score")
+    metric = entry.factory(entry.options(weights=str(path), splits=1), MetricContext())
+    result = metric.evaluate(FakeSource(FakeDataset(2)), n=2)
+    assert 1.0 <= result["is_mean"] <= 7.0
+
+
+# ------------------------------------------------------------------------------------- fid
+def test_fid_of_real_images_against_themselves_is_zero_and_noise_is_not(weights: Path, tmp_path: Path) -> None:
+    data = FakeDataset(12)
+    opts = FidOptions(weights=str(weights), batch_size=5, cache_dir=str(tmp_path / "cache"))
+    same = FrechetInceptionDistance(opts, "cpu", load_backbone=tiny_loader(TinyBackbone()))
+    assert abs(same.evaluate(FakeSource(data), n=12)["fid"]) < 1e-6
+    noise = FrechetInceptionDistance(opts, "cpu", load_backbone=tiny_loader(TinyBackbone()))
+    assert noise.evaluate(FakeSource(data, mode="noise"), n=12)["fid"] > 0.01
+
+
+def test_fid_reference_statistics_are_cached_once_per_key(weights: Path, tmp_path: Path) -> None:
+    data, cache = FakeDataset(12), tmp_path / "cache"
+    opts = FidOptions(weights=str(weights), batch_size=4, cache_dir=str(cache))
+    backbone = TinyBackbone()
+    metric = FrechetInceptionDistance(opts, "cpu", load_backbone=tiny_loader(backbone))
+    first = metric.evaluate(FakeSource(data, mode="noise"), n=12)
+    assert len(backbone.sizes) == 6  # 3 real batches + 3 generated
+    assert len(list(cache.glob("*.pt"))) == 1 and not list(cache.glob("*.tmp"))
+    again = metric.evaluate(FakeSource(data, mode="noise"), n=12)
+    assert len(backbone.sizes) == 9  # the real images were not judged again
+    assert again["fid"] == pytest.approx(first["fid"], rel=1e-12)
+    metric.evaluate(FakeSource(data, mode="noise"), n=8)  # another n is another reference
+    assert len(list(cache.glob("*.pt"))) == 2
+    stage1 = FrechetInceptionDistance(FidOptions(weights=str(weights), stage=1, cache_dir=str(cache)), "cpu",
+                                      load_backbone=tiny_loader(TinyBackbone()))
+    stage1.evaluate(FakeSource(data, mode="noise"), n=12)  # another resolution too
+    assert len(list(cache.glob("*.pt"))) == 3
+    assert math.isfinite(first["fid"])

@@ -1,0 +1,98 @@
+"""Every kind of broken recipe ends in one paragraph naming the file, the key path and a fix, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, write
+
+GOOD = TINY.read_text(encoding="utf-8")
+
+
+def _check(cli, recipe: Path, *extra: str) -> str:
+    code, out, err = cli("check", recipe, *extra)
+    assert code == 2, (out, err)
+    assert "Traceback" not in out + err
+    assert str(recipe) in err
+    assert "Fix:" in err
+    return " ".join(err.split())  # undo rich's wrapping
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "expected"),
+    [
+        ("unknown plugin", ("type: bow,", "type: bagofwords,"),
+         ["text_encoder.type", "unknown text encoder 'bagofwords'", "registered text encoders", "bow"]),
+        ("misspelt plugin", ("type: stackgan-stage1", "type: stackgan-stage2"),
+         ["stages[0].generator.type", "did you mean 'stackgan-stage1'"]),
+        ("misspelt key", ("batch_size: 8", "batchsize: 8"),
+         ["training.batchsize", "unknown key 'batchsize'", "did you mean 'batch_size'"]),
+        ("misspelt plugin option", ("ndf: 4, unconditional_head", "nfd: 4, unconditional_head"),
+         ["stages[1].discriminator.nfd", "did you mean 'ndf'"]),
+        ("wrong type", ("epochs: 1", "epochs: one"), ["training.epochs", "expected an integer"]),
+        ("out of range", ("batch_size: 8", "batch_size: 0"), ["training.batch_size", ">= 1"]),
+        ("bad plugin option value", ("scale: 2", "scale: 3"), ["stages[1].generator.scale"]),
+        ("bad choice", ("device: cpu", "device: gpu"), ["training.device", "cpu"]),
+        ("missing required key", ("dataset: {type: shapes, train_size: 48, test_size: 16, holdout_size: 16}\n", ""),
+         ["dataset", "required key is missing"]),
+        ("invalid yaml", ("noise_dim: 8", "noise_dim: [8"), ["invalid YAML", "line"]),
+    ],
+)
+def test_broken_recipe(cli, tmp_path: Path, name: str, edit: tuple[str, str], expected: list[str]) -> None:
+    assert edit[0] in GOOD, name
+    recipe = write(tmp_path / "broken.yaml", GOOD.replace(edit[0], edit[1]))
+    message = _check(cli, recipe)
+    for text in expected:
+        assert text in message, (name, message)
+
+
+def test_bad_base_path(cli, tmp_path: Path) -> None:
+    recipe = write(tmp_path / "child.yaml", "base: nowhere.yaml\ntraining: {epochs: 2}\n")
+    message = _check(cli, recipe)
+    assert "base recipe 'nowhere.yaml' not found" in message and ": base:" in message
+
+
+def test_circular_base(cli, tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", "base: b.yaml\n")
+    write(tmp_path / "b.yaml", "base: a.yaml\n")
+    message = _check(cli, tmp_path / "a.yaml")
+    assert "circular 'base:' chain" in message and "a.yaml" in message and "b.yaml" in message
+
+
+@pytest.mark.parametrize(
+    ("assignment", "expected"),
+    [
+        ("stages.5.discriminator.ndf=32", "index 5 is out of range"),
+        ("stages.x.ndf=3", "'stages' is a list; 'x' is not an index"),
+        ("noise_dim.size=3", "'noise_dim' is a value"),
+        ("training.batch_size", "not of the form path.to.key=VALUE"),
+    ],
+)
+def test_bad_set_path(cli, tmp_path: Path, assignment: str, expected: str) -> None:
+    recipe = write(tmp_path / "r.yaml", GOOD)
+    message = _check(cli, recipe, "--set", assignment)
+    assert expected in message
+
+
+def test_set_typed_value_error_names_path(cli, tmp_path: Path) -> None:
+    recipe = write(tmp_path / "r.yaml", GOOD)
+    message = _check(cli, recipe, "--set", "stages.1.discriminator.ndf=wide")
+    assert "stages[1].discriminator.ndf" in message and "expected an integer" in message
+
+
+def test_missing_recipe_file(cli, tmp_path: Path) -> None:
+    message = _check(cli, tmp_path / "nope.yaml")
+    assert "recipe file not found" in message
+
+
+def test_real_exit_code_and_no_traceback(tmp_path: Path) -> None:
+    recipe = write(tmp_path / "r.yaml", GOOD.replace("batch_size: 8", "batch_size: -1"))
+    proc = subprocess.run([sys.executable, "-m", "ganstack", "check", str(recipe)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "training.batch_size" in proc.stderr

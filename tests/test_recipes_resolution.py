@@ -1,0 +1,50 @@
+"""base: inheritance, --set overrides and the resolved recipe `ganstack check` prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from conftest import TINY, write
+
+
+def test_check_prints_every_default(cli) -> None:
+    code, out, _ = cli("check", TINY)
+    assert code == 0
+    data = yaml.safe_load(out)
+    assert data["training"]["optimizer"]["generator"] == {"lr": 0.0002, "betas": [0.5, 0.999], "weight_decay": 0.0}
+    assert data["stages"][0]["generator"] == {"type": "stackgan-stage1", "ngf": 8, "out_size": 16}
+    assert data["stages"][0]["losses"][1] == {"type": "kl", "coeff": 2.0}
+    assert data["schema_version"] == 1
+
+
+def test_base_merges_and_lists_replace(cli, tmp_path: Path) -> None:
+    write(tmp_path / "base.yaml", TINY.read_text())
+    child = write(tmp_path / "child.yaml", "base: base.yaml\nname: child\ntraining: {batch_size: 4}\n"
+                  "stages:\n  - generator: {type: stackgan-stage1, ngf: 8, out_size: 16}\n"
+                  "    discriminator: {type: matching-aware, ndf: 4}\n")
+    code, out, _ = cli("check", child)
+    assert code == 0
+    data = yaml.safe_load(out)
+    assert data["name"] == "child"
+    assert data["training"]["batch_size"] == 4 and data["training"]["epochs"] == 1  # merged
+    assert len(data["stages"]) == 1  # a list replaces a list
+    assert data["stages"][0]["conditioner"] == {"type": "ca", "condition_dim": 128, "activation": "relu"}
+
+
+def test_set_overrides_with_yaml_types_and_indices(cli) -> None:
+    code, out, _ = cli("check", TINY, "--set", "stages.1.discriminator.ndf=32", "--set",
+                       "training.optimizer.generator.betas=[0.0, 0.9]", "--set", "training.schedule=joint")
+    assert code == 0
+    data = yaml.safe_load(out)
+    assert data["stages"][1]["discriminator"]["ndf"] == 32
+    assert data["training"]["optimizer"]["generator"]["betas"] == [0.0, 0.9]
+    assert data["training"]["schedule"] == "joint"
+
+
+def test_check_json(cli) -> None:
+    import json
+
+    code, out, _ = cli("check", TINY, "--json")
+    assert code == 0 and json.loads(out)["name"] == "tiny_shapes"

@@ -40,7 +40,8 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     """Merge ``override`` into a copy of ``base``: mappings merge key by key, lists and scalars replace.
 
     A mapping with integer keys over a list edits entries by index (``stages: {1: {generator:
-    {scale: 2}}}``); ``null`` under an index drops that entry. This keeps ablations one line long.
+    {scale: 2}}}``); ``null`` under an index drops that entry, the index one past the end appends.
+    This keeps ablations one line long.
     """
     merged = copy.deepcopy(base)
     for key, value in override.items():
@@ -56,10 +57,14 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 def _merge_by_index(items: list[Any], edits: dict[int, Any], key: str) -> list[Any]:
     result = list(items)
-    for index, edit in edits.items():
+    for index, edit in sorted(edits.items()):
+        if index == len(result) and edit is not None:  # one past the end appends
+            result.append(copy.deepcopy(edit))
+            continue
         if not 0 <= index < len(items):
             raise RecipeError(f"'{key}' has {len(items)} entries; there is no index {index} to edit",
-                              path=f"{key}.{index}", fix=f"use an index from 0 to {len(items) - 1}")
+                              path=f"{key}.{index}", fix=f"use an index from 0 to {len(items) - 1}, "
+                              f"or {len(items)} to append an entry")
         if isinstance(edit, dict) and isinstance(items[index], dict):
             result[index] = deep_merge(items[index], edit)
         elif edit is not None:

@@ -156,6 +156,8 @@ class Trainer:
                             path="training.batch_size", fix="lower training.batch_size or add data")
         self.blocks = self._blocks()
         self._build_optimizers()
+        if checkpoint is None:
+            self.stack.text_encoder.prepare(self.dataset)  # before the EMA copy: it carries the vocabulary
         self.ema: Stack | None = None
         if self.train_spec.ema:
             self.ema = copy.deepcopy(self.stack).requires_grad_(False).eval()
@@ -163,10 +165,9 @@ class Trainer:
         self.position = Position()
         self.nonfinite = 0
         self.skipped_steps = 0
+        self._bad_term: tuple[int, str] | None = None
         self.best: float | None = None
-        if checkpoint is None:
-            self.stack.text_encoder.prepare(self.dataset)
-        else:
+        if checkpoint is not None:
             self._restore(checkpoint)
         self.sample_batch = self._sample_batch()
         self.step_fn = self._step
@@ -298,21 +299,30 @@ class Trainer:
         return terms
 
     def _finite(self, total: Tensor, stage: int, named: dict[str, Tensor]) -> bool:
-        """Skip a step whose loss is not finite; stop after ``nan_patience`` in a row."""
+        """Whether a phase's loss is finite; the first bad term of a step is remembered for the message."""
         if bool(torch.isfinite(total)):
-            self.nonfinite = 0
             return True
+        if self._bad_term is None:
+            bad = [n for n, t in named.items() if not bool(torch.isfinite(t))] or ["total"]
+            self._bad_term = (stage, bad[0].rsplit("/", 1)[-1])
+        return False
+
+    def _count_nonfinite(self) -> None:
+        """Skip-and-count: stop after ``nan_patience`` steps in a row with a non-finite loss."""
+        if self._bad_term is None:
+            self.nonfinite = 0
+            return
         self.nonfinite += 1
         self.skipped_steps += 1
-        bad = [n for n, t in named.items() if not bool(torch.isfinite(t))] or ["total"]
+        stage, term = self._bad_term
+        self._bad_term = None
         if self.nonfinite >= self.train_spec.nan_patience:
             raise NonFiniteLoss(
-                f"stage {stage + 1} loss term '{bad[0]}' was not finite for {self.nonfinite} steps in a row "
+                f"stage {stage + 1} loss term '{term}' was not finite for {self.nonfinite} steps in a row "
                 f"(step {self.position.step}); training stopped and the last good checkpoint was kept "
                 f"in {self.out_dir / 'checkpoints'}",
                 path="training", fix="lower the learning rate, check the data for NaNs, or resume from the "
                 "last checkpoint with `ganstack run --resume`")
-        return False
 
     def _update_ema(self) -> None:
         if self.ema is None:
@@ -460,6 +470,7 @@ class Trainer:
                         terms = self.step_fn(batch, active)
                         pos.batch += 1
                         pos.step += 1
+                        self._count_nonfinite()
                         count += 1
                         images_done += self.train_spec.batch_size
                         for name, value in terms.items():
@@ -478,7 +489,7 @@ class Trainer:
                             self.progress.update(pos.step, None)
                         if pos.step % out.sample_every == 0:
                             self.write_samples()
-                        if pos.step % out.checkpoint_every == 0:
+                        if pos.step % out.checkpoint_every == 0 and self.nonfinite == 0:
                             self.save()
                             if out.keep_every and pos.step % out.keep_every == 0:
                                 self.save(f"step_{pos.step:07d}")

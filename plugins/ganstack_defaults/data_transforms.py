@@ -74,10 +74,10 @@ def crop_stages(pixels: np.ndarray, resolutions: Sequence[int], rng: np.random.G
         top, left = int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
         mirror = flip and bool(rng.random() < 0.5)
     crop = pixels[top:top + size, left:left + size]
-    crop = np.array(crop[:, ::-1] if mirror else crop)  # a writable, contiguous copy
+    crop = np.ascontiguousarray(crop[:, ::-1] if mirror else crop)
     return [crop if r == size else resize(crop, r) for r in resolutions]
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """``[H, W, 3]`` uint8 to a ``[3, H, W]`` float tensor in [-1, 1]."""
-    return torch.from_numpy(image).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    return torch.from_numpy(np.require(image, requirements="W")).permute(2, 0, 1).float().div(127.5).sub(1.0)

@@ -36,6 +36,7 @@ CLASSES: dict[str, tuple[str, ...]] = {
 GEOMETRY = ("shape", "size", "position")  # read from the foreground map, not from colours
 BORDER = 2  # pixels of the judge's input whose colour is the background's (no shape reaches them)
 EPS = 1e-6
+PIXEL_TEMPERATURE = 0.02  # in squared [-1, 1] units; the closest palette colours are 0.36 apart
 
 
 @attrs.frozen(kw_only=True)
@@ -46,7 +47,7 @@ class JudgeSpec:
     steps: int = attrs.field(default=600, validator=v.ge(1))
     batch_size: int = attrs.field(default=64, validator=v.ge(1))
     lr: float = attrs.field(default=2e-3, validator=v.gt(0))
-    width: int = attrs.field(default=16, validator=v.ge(1))
+    width: int = attrs.field(default=8, validator=v.ge(1))
     max_noise: float = attrs.field(default=0.15, validator=v.ge(0))
     seed: int = 0
 
@@ -54,18 +55,19 @@ class JudgeSpec:
 class ShapesJudge(nn.Module):
     """Images ``[N, 3, r, r]`` in [-1, 1] to one logit vector per attribute.
 
-    Built so that it judges colour pairs it never saw (the ``holdout`` split) as well as the
-    others: a per-pixel palette classifier (1x1 convolutions) gives each pixel a colour
-    distribution; the background is the colour of the border ring (no shape reaches it); the
-    shape's colour is the colour distribution of the pixels that are not background; and shape,
-    size and position are read by a small CNN from that foreground map alone, which holds no
-    colour at all.
+    Built so that it judges colour pairs it never saw (the ``holdout`` split) exactly as well as
+    the others. Each pixel gets a distribution over the palette, ``softmax(-d^2 / T)`` of its
+    squared distances ``d^2`` to the palette colours (:data:`PIXEL_TEMPERATURE`; fixed, not
+    learnt: the nearest palette colour is the right answer for any pixel). The background is the
+    colour of the border ring (no shape reaches it); the shape's colour is the colour of the
+    pixels that are not background, the background's colour excluded (the two always differ).
+    Shape, size and position are read by a small CNN (the trained part) from that foreground map
+    alone, which holds no colour at all.
     """
 
     def __init__(self, width: int) -> None:
         super().__init__()
         w = width
-        self.pixel = nn.Sequential(nn.Conv2d(3, w, 1), nn.ReLU(), nn.Conv2d(w, len(shapes.COLORS), 1))
         self.geometry = nn.Sequential(
             nn.Conv2d(1, w, 3, padding=1), nn.ReLU(),
             nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), nn.ReLU(),  # 16
@@ -74,16 +76,23 @@ class ShapesJudge(nn.Module):
             nn.Flatten(), nn.Linear(4 * w * 16, 64), nn.ReLU(),
             nn.Linear(64, sum(len(CLASSES[a]) for a in GEOMETRY)),
         )
+        palette = torch.tensor([shapes.PALETTE[c] for c in shapes.COLORS], dtype=torch.float32) / 127.5 - 1
+        self.register_buffer("palette", palette[:, :, None, None], persistent=False)  # [8, 3, 1, 1]
         ring = torch.ones(JUDGE_SIZE, JUDGE_SIZE)
         ring[BORDER:-BORDER, BORDER:-BORDER] = 0
         self.register_buffer("ring", ring / ring.sum(), persistent=False)
 
+    def colours(self, images: Tensor) -> Tensor:
+        """Per-pixel palette distribution ``[N, 8, S, S]`` of images at the judge's size."""
+        d2 = (images[:, None] - self.palette).square().sum(dim=2)
+        return (-d2 / PIXEL_TEMPERATURE).softmax(dim=1)
+
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        x = F.adaptive_avg_pool2d(images.float(), JUDGE_SIZE)
-        colours = self.pixel(x).softmax(dim=1)  # [N, 8, S, S]
+        colours = self.colours(F.adaptive_avg_pool2d(images.float(), JUDGE_SIZE))
         background = (colours * self.ring).sum(dim=(2, 3))  # [N, 8]
         foreground = 1 - (colours * background[:, :, None, None]).sum(dim=1, keepdim=True)
-        shape_colour = (colours * foreground).sum(dim=(2, 3)) / foreground.sum(dim=(2, 3)).clamp(min=EPS)
+        shape_colour = (colours * foreground).sum(dim=(2, 3)) * (1 - background)  # never the background's
+        shape_colour = shape_colour / shape_colour.sum(dim=1, keepdim=True).clamp(min=EPS)
         geometry = self.geometry(foreground).split([len(CLASSES[a]) for a in GEOMETRY], dim=1)
         return {"background": background.clamp(min=EPS).log(), "color": shape_colour.clamp(min=EPS).log(),
                 **dict(zip(GEOMETRY, geometry, strict=True))}
@@ -129,7 +138,7 @@ def train_judge(resolution: int, spec: JudgeSpec, device: torch.device) -> Shape
         strength = torch.rand(spec.batch_size, 1, 1, 1, generator=gen) * spec.max_noise
         noisy = images[idx] + strength * torch.randn(images[idx].shape, generator=gen)
         logits = judge(noisy.to(device))
-        loss = sum(F.cross_entropy(logits[a], truth[a][idx].to(device)) for a in CLASSES)
+        loss = sum(F.cross_entropy(logits[a], truth[a][idx].to(device)) for a in GEOMETRY)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -67,6 +67,26 @@ def build_parser() -> argparse.ArgumentParser:
                        "distribution that provides it, and plugins that failed to load.")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = sub.add_parser("sample", help="draw images for your own sentences from a trained run",
+                       description="Draw images from a run folder or checkpoint: one PNG per caption, sample "
+                       "and stage, a manifest.jsonl (caption, index, stage, resolution, file, seed) and "
+                       "contact_sheet.png with the caption beside each row and one column per stage.")
+    p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT", help="a run folder (uses checkpoints/last.pt) or a .pt file")
+    p.add_argument("--text", action="append", default=[], help="a sentence to draw (repeatable)")
+    p.add_argument("--captions", help="a text file with one caption per line")
+    p.add_argument("--embeddings", help="a .npy file (captions x dim) for encoders that cannot read text (precomputed)")
+    p.add_argument("--n", type=int, default=1, help="images per caption (sample i uses seed SEED+i)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--stage", choices=["all", "last"], default="all", help="write every stage or only the last")
+    p.add_argument("--out", help="output folder (default RUN_DIR/samples-cli)")
+    p.add_argument("--ca-variations", type=int, metavar="K",
+                   help="fixed noise and text, K Conditioning Augmentation samples of the first --text")
+    p.add_argument("--interpolate", nargs=2, metavar=("TEXT_A", "TEXT_B"),
+                   help="interpolate the condition between two sentences, noise fixed")
+    p.add_argument("--steps", type=int, default=8, help="interpolation steps (with --interpolate)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--no-ema", action="store_true", help="use the trained weights even where the run kept an EMA")
+
     p = sub.add_parser("data", help="look at a recipe's data as the stack sees it")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     d = data_sub.add_parser("preview", help="write real examples as PNGs with a manifest.jsonl",
@@ -211,6 +231,34 @@ def _prepare_out(out: Path) -> None:
                         fix="choose a writable folder with --out") from None
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    from ganstack.sampling import load, read_captions, read_embeddings, write_samples
+
+    if args.n < 1 or (args.ca_variations is not None and args.ca_variations < 1) or args.steps < 2:
+        raise UserError("--n and --ca-variations must be at least 1 and --steps at least 2",
+                        fix="give positive counts")
+    model = load(args.run, device=args.device, ema=not args.no_ema)
+    texts = list(args.text) + (read_captions(Path(args.captions)) if args.captions else [])
+    if args.interpolate:
+        samples = model.interpolate(*args.interpolate, args.steps, seed=args.seed)
+    elif args.ca_variations:
+        if not texts:
+            raise UserError("--ca-variations needs a sentence", fix='add --text "a sentence"')
+        samples = model.ca_variations(texts[0], args.ca_variations, seed=args.seed)
+    else:
+        embeddings = read_embeddings(Path(args.embeddings)) if args.embeddings else None
+        if embeddings is not None and texts and len(texts) != len(embeddings):
+            raise UserError(f"{len(texts)} captions but {len(embeddings)} embedding rows", file=args.embeddings,
+                            fix="give one embedding row per caption, or no captions")
+        samples = model.generate(texts, n=args.n, seed=args.seed, embeddings=embeddings)
+    run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    out = Path(args.out) if args.out else run_dir / "samples-cli"
+    result = write_samples(samples, out, stages=args.stage, resolutions=model.resolutions)
+    _console().print(f"Wrote {result['images']} images from step {model.step}: {result['contact_sheet']} "
+                     f"(manifest: {result['manifest']})")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command != "preview":
         raise UserError("missing action", fix="use `ganstack data preview RECIPE --out DIR`")
@@ -228,7 +276,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": cmd_run, "check": cmd_check, "plugins": cmd_plugins, "data": cmd_data,
+    "run": cmd_run, "check": cmd_check, "plugins": cmd_plugins, "data": cmd_data, "sample": cmd_sample,
 }
 
 

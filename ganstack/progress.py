@@ -7,9 +7,12 @@ from typing import Any
 
 
 def _fmt(record: dict[str, Any]) -> str:
-    losses = [f"{k.split('/', 1)[-1] if k.startswith('stage') else k}={v:.3f}" for k, v in record.items()
-              if (k.endswith("_total") or k == "g_total")]
-    return " ".join(losses)
+    """``D1=1.23 D2=1.10 G=4.56``: each stage's discriminator loss and the generator loss."""
+    parts = [f"D{k.split('/')[0].removeprefix('stage')}={v:.3f}" for k, v in record.items()
+             if k.endswith("/d_total")]
+    if "g_total" in record:
+        parts.append(f"G={record['g_total']:.3f}")
+    return " ".join(parts)
 
 
 class Progress:

@@ -39,13 +39,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Merge ``override`` into a copy of ``base``: mappings merge key by key, lists and scalars replace.
 
+    A component whose ``type`` changes is replaced whole: another plugin's options would not fit.
     A mapping with integer keys over a list edits entries by index (``stages: {1: {generator:
     {scale: 2}}}``); ``null`` under an index drops that entry, the index one past the end appends.
     This keeps ablations one line long.
     """
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not _other_type(merged[key], value):
             merged[key] = deep_merge(merged[key], value)
         elif isinstance(value, dict) and isinstance(merged.get(key), list) and value and all(
                 isinstance(k, int) for k in value):
@@ -53,6 +54,10 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def _other_type(base: dict[str, Any], override: dict[str, Any]) -> bool:
+    return "type" in override and "type" in base and override["type"] != base["type"]
 
 
 def _merge_by_index(items: list[Any], edits: dict[int, Any], key: str) -> list[Any]:

@@ -11,9 +11,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from ganstack.encoder_pretraining import PretrainOptions, pretrain_and_save
 from ganstack.errors import UserError
-from ganstack.interfaces import Metric, MetricContext
+from ganstack.interfaces import DataContext, Metric, MetricContext
 from ganstack.plugin_loader import load_plugins
+from ganstack_defaults import shapes
+from ganstack_defaults.data_shapes import ShapesDataset, ShapesOptions, build_shapes
 from ganstack_defaults.metric_inception import INPUT_SIZE, load_inception, preprocess
 from ganstack_defaults.metric_inception_scores import (
     FidOptions,
@@ -22,6 +25,16 @@ from ganstack_defaults.metric_inception_scores import (
     InceptionScoreOptions,
 )
 from ganstack_defaults.metric_math import FeatureMoments, frechet_distance, inception_score
+from ganstack_defaults.metric_shapes import SPLITS, ShapesAlignment, ShapesAlignmentOptions, evaluation_scenes
+from ganstack_defaults.metric_shapes_judge import (
+    JudgeSpec,
+    accuracy,
+    labels,
+    load_or_train_judge,
+    render_scenes,
+    train_judge,
+)
+from ganstack_defaults.text_bow import BagOfWordsEncoder, BowOptions
 
 
 # ------------------------------------------------------------------------------------ fakes
@@ -277,3 +290,123 @@ def test_fid_reference_statistics_are_cached_once_per_key(weights: Path, tmp_pat
     stage1.evaluate(FakeSource(data, mode="noise"), n=12)  # another resolution too
     assert len(list(cache.glob("*.pt"))) == 3
     assert math.isfinite(first["fid"])
+
+
+# ------------------------------------------------------------------------ shapes-alignment
+SHAPES_RES = (16, 32)  # the evaluated (last) stage is 32x32
+
+
+@pytest.fixture(scope="module")
+def judge_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache of judges for the module, so the 32x32 judge is trained once."""
+    return tmp_path_factory.mktemp("shapes-judge")
+
+
+def shapes_dataset(split: str, cache: Path) -> ShapesDataset:
+    return build_shapes(ShapesOptions(train_size=10, test_size=10, holdout_size=10),
+                        DataContext(split=split, resolutions=SHAPES_RES, cache_dir=cache))
+
+
+class ShapesSource:
+    """'Generates' real renders of the captioned scenes (or noise) at the stack's two resolutions."""
+
+    def __init__(self, n: int, seed: int, cache: Path, noise: bool = False) -> None:
+        self.scene_of = {caption: scene for split in SPLITS for scene, caption in evaluation_scenes(n, seed, split)}
+        self.cache = cache
+        self.noise = noise
+
+    def generate(self, captions: list[str], seed: int = 0) -> list[Tensor]:
+        if self.noise:
+            gen = torch.Generator().manual_seed(seed)
+            return [torch.rand(len(captions), 3, r, r, generator=gen) * 2 - 1 for r in SHAPES_RES]
+        full = render_scenes([self.scene_of[c] for c in captions], SHAPES_RES[-1])
+        return [torch.nn.functional.avg_pool2d(full, 2), full]
+
+    def dataset(self, split: str) -> ShapesDataset:
+        return shapes_dataset(split, self.cache)
+
+
+def test_the_judge_reads_real_shapes_images_of_unseen_colour_pairs(judge_cache: Path) -> None:
+    judge = load_or_train_judge(32, JudgeSpec(), judge_cache, torch.device("cpu"))
+    for split in ("test", "holdout"):
+        scenes = shapes.make_scenes(300, 7, split)
+        result = accuracy(judge.predict(render_scenes(scenes, 32)), labels(scenes))
+        assert min(result.values()) >= 0.99, (split, result)
+    assert len(list(judge_cache.glob("shapes-judge-*.pt"))) == 1
+
+
+def test_judge_training_is_deterministic_and_cached(tmp_path: Path) -> None:
+    spec = JudgeSpec(train_scenes=100, steps=3)
+    first = train_judge(16, spec, torch.device("cpu")).state_dict()
+    again = train_judge(16, spec, torch.device("cpu")).state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    cached = load_or_train_judge(16, spec, tmp_path, torch.device("cpu")).state_dict()
+    loaded = load_or_train_judge(16, spec, tmp_path, torch.device("cpu")).state_dict()
+    assert all(torch.equal(first[k], cached[k]) and torch.equal(first[k], loaded[k]) for k in first)
+    load_or_train_judge(16, JudgeSpec(train_scenes=100, steps=4), tmp_path, torch.device("cpu"))
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_shapes_alignment_of_true_renders_is_perfect_and_of_noise_near_chance(
+        judge_cache: Path, tmp_path: Path) -> None:
+    entry = load_plugins().registry.get("metric", "shapes-alignment")
+    metric = entry.factory(entry.options(seed=3, cache_dir=str(judge_cache)), MetricContext())
+    perfect = metric.evaluate(ShapesSource(60, 3, tmp_path), n=60)
+    keys = {f"{s}/{a}" for s in ("test", "holdout", "real_test") for a in (*shapes.ATTRIBUTES, "all")}
+    assert set(perfect) == keys
+    assert min(perfect.values()) >= 0.98, perfect
+    noise = metric.evaluate(ShapesSource(60, 3, tmp_path, noise=True), n=60)
+    for split in ("test", "holdout"):
+        assert noise[f"{split}/all"] <= 0.05
+        assert noise[f"{split}/color"] <= 0.35 and noise[f"{split}/background"] <= 0.35
+        assert noise[f"{split}/shape"] <= 0.6
+    assert noise["real_test/all"] >= 0.98  # the judge itself is still right about real images
+
+
+def test_shapes_alignment_refuses_other_datasets(judge_cache: Path) -> None:
+    metric = ShapesAlignment(ShapesAlignmentOptions(cache_dir=str(judge_cache)), "cpu")
+    with pytest.raises(UserError, match="shapes"):
+        metric.evaluate(FakeSource(FakeDataset(4)), n=4)
+
+
+# ----------------------------------------------------------------------------- r-precision
+COLOUR_WORDS = {"red": (1.0, -1.0, -1.0), "green": (-1.0, 1.0, -1.0), "blue": (-1.0, -1.0, 1.0),
+                "white": (1.0, 1.0, 1.0), "black": (-1.0, -1.0, -1.0), "yellow": (1.0, 1.0, -1.0)}
+
+
+class ColourPatches(FakeDataset):
+    """Flat 8x8 pictures of one colour each, captioned with its name."""
+
+    def __init__(self, per_colour: int = 4) -> None:
+        self.items = [{"images": [torch.tensor(rgb).view(3, 1, 1).expand(3, 8, 8).clone()],
+                       "caption": f"a {name} picture", "class_id": -1, "index": i}
+                      for i, (name, rgb) in enumerate(list(COLOUR_WORDS.items()) * per_colour)]
+
+
+class PatchSource(FakeSource):
+    def __init__(self, dataset: ColourPatches, noise: bool = False) -> None:
+        self.data = dataset
+        self.noise = noise
+        self.by_caption = {it["caption"]: it["images"] for it in dataset.items}
+
+    def generate(self, captions: list[str], seed: int = 0) -> list[Tensor]:
+        if self.noise:
+            return [torch.rand(len(captions), 3, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1]
+        return [torch.stack([self.by_caption[c][0] for c in captions])]
+
+
+def test_r_precision_with_a_pretrained_encoder_pair(tmp_path: Path) -> None:
+    data = ColourPatches()
+    checkpoint = tmp_path / "encoder.pt"
+    torch.manual_seed(0)
+    pretrain_and_save(BagOfWordsEncoder(BowOptions(dim=8, max_vocab=20)), data, checkpoint,
+                      PretrainOptions(steps=150, batch_size=12, lr=1e-2, image_encoder_width=4, eval_examples=24))
+    entry = load_plugins().registry.get("metric", "r-precision")
+    metric = entry.factory(entry.options(encoder_checkpoint=str(checkpoint), text_encoder="bow", batch_size=10),
+                           MetricContext())
+    faithful = metric.evaluate(PatchSource(data), n=24)
+    assert faithful["r_precision"] == faithful["real_r_precision"] >= 0.9
+    assert metric.evaluate(PatchSource(data, noise=True), n=24)["r_precision"] <= 0.6
+    with pytest.raises(UserError) as err:
+        entry.factory(entry.options(encoder_checkpoint=str(tmp_path / "none.pt")), MetricContext())
+    assert err.value.path == "encoder_checkpoint"

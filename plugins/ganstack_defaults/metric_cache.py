@@ -16,7 +16,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import attrs
 import torch
 
 from ganstack.errors import UserError
@@ -34,13 +33,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 def key_digest(key: dict[str, Any]) -> str:
     """Stable hex digest of a JSON-able key."""
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def options_digest(options: Any) -> str | None:
-    """Digest of an attrs options object (a dataset's), or None when there is none to hash."""
-    if options is None or not attrs.has(type(options)):
-        return None
-    return key_digest(attrs.asdict(options, recurse=True))
 
 
 def cache_file(cache_dir: Path, prefix: str, key: dict[str, Any]) -> Path:

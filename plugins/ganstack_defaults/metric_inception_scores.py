@@ -18,11 +18,15 @@ from torch import Tensor, nn
 
 from ganstack.errors import DataError, UserError
 from ganstack.interfaces import CaptionDataset, ImageSource
-
-from .metric_cache import cache_file, load_entry, options_digest, save_entry, sha256_file
-from .metric_inception import PREPROCESSING, BackboneLoader, check_weights_file, load_inception
-from .metric_math import FeatureMoments, frechet_distance, inception_score
-from .metric_sources import generate, item_batches, real_images
+from ganstack_defaults.metric_cache import cache_file, load_entry, save_entry, sha256_file
+from ganstack_defaults.metric_inception import (
+    PREPROCESSING,
+    BackboneLoader,
+    check_weights_file,
+    load_inception,
+)
+from ganstack_defaults.metric_math import FeatureMoments, frechet_distance, inception_score
+from ganstack_defaults.metric_sources import generate, item_batches, real_images
 
 FID_CACHE_VERSION = 1
 
@@ -103,10 +107,14 @@ class InceptionScore(_InceptionJudged):
 
 
 def dataset_identity(dataset: CaptionDataset, split: str, resolution: int) -> dict[str, Any]:
-    """What names a split's real images in a cache key: class, split, size, resolution, options."""
+    """What names a split's real images in a cache key.
+
+    The default datasets carry a ``fingerprint`` of their data and options; any other dataset is
+    known by its class, split, length and resolution only (clear ``cache_dir`` after changing it).
+    """
     cls = type(dataset)
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "split": split, "len": len(dataset),
-            "resolution": resolution, "options": options_digest(getattr(dataset, "options", None))}
+            "resolution": resolution, "fingerprint": getattr(dataset, "fingerprint", None)}
 
 
 class FrechetInceptionDistance(_InceptionJudged):

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from attrs import validators as v
 from torch import Tensor, nn
 
-from . import shapes
-from .metric_cache import cache_file, load_entry, save_entry
+from ganstack_defaults import shapes
+from ganstack_defaults.metric_cache import cache_file, load_entry, save_entry
 
 JUDGE_SIZE = 32
 JUDGE_VERSION = 1  # bump when the network or its training changes

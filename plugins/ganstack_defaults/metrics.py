@@ -1,12 +1,21 @@
-"""The default ``metric`` plugins: Inception Score, FID and the shapes attribute alignment."""
+"""The default ``metric`` plugins: Inception Score, FID, shapes attribute alignment, R-precision.
+
+Each evaluates the last stage's images unless its ``stage`` option (1-based) names another.
+"""
 
 from __future__ import annotations
 
 from ganstack.hookspecs import hookimpl
 from ganstack.interfaces import MetricContext
 from ganstack.registry import Register
-
-from .metric_inception_scores import FidOptions, FrechetInceptionDistance, InceptionScore, InceptionScoreOptions
+from ganstack_defaults.metric_inception_scores import (
+    FidOptions,
+    FrechetInceptionDistance,
+    InceptionScore,
+    InceptionScoreOptions,
+)
+from ganstack_defaults.metric_retrieval import RPrecision, RPrecisionOptions
+from ganstack_defaults.metric_shapes import ShapesAlignment, ShapesAlignmentOptions
 
 
 def build_inception_score(options: InceptionScoreOptions, ctx: MetricContext) -> InceptionScore:
@@ -19,7 +28,19 @@ def build_fid(options: FidOptions, ctx: MetricContext) -> FrechetInceptionDistan
     return FrechetInceptionDistance(options, ctx.device)
 
 
+def build_shapes_alignment(options: ShapesAlignmentOptions, ctx: MetricContext) -> ShapesAlignment:
+    """Shapes dataset: per-attribute accuracy of generated images against their captions."""
+    return ShapesAlignment(options, ctx.device)
+
+
+def build_r_precision(options: RPrecisionOptions, ctx: MetricContext) -> RPrecision:
+    """R-precision: does each generated image rank its own caption first among 100?"""
+    return RPrecision(options, ctx.device)
+
+
 @hookimpl
 def register_components(register: Register) -> None:
     register("metric", "inception-score", build_inception_score, options=InceptionScoreOptions)
     register("metric", "fid", build_fid, options=FidOptions)
+    register("metric", "shapes-alignment", build_shapes_alignment, options=ShapesAlignmentOptions)
+    register("metric", "r-precision", build_r_precision, options=RPrecisionOptions)

@@ -32,7 +32,17 @@ def _component(name: str, **options: Any) -> Any:
 
 @attrs.define
 class StageSpec:
-    """One stage of the stack: conditioner -> generator stage, judged by its discriminator."""
+    """One stage of the stack: conditioner -> generator stage, judged by its discriminator.
+
+    ``generator``: the generator stage (``stackgan-stage1`` first, ``stackgan-refiner`` after);
+    ``discriminator``: the stage's discriminator; ``conditioner``: text embedding to the stage's
+    condition (each stage has its own); ``losses``: the stage's loss terms, summed and logged by name;
+    ``name``: a label for tables, logs and sample sheets (default ``stageN``); ``epochs``: epochs of
+    this stage under the stagewise schedule (default ``training.epochs``); ``lr_decay_every``: this
+    stage's decay interval in epochs (default ``training.lr_decay_every``); ``init_from``: a
+    checkpoint (or run folder) whose stages initialise this stage and every earlier one, as the
+    paper's Stage-II starts from a trained Stage-I
+    """
 
     generator: Component
     discriminator: Component
@@ -46,7 +56,10 @@ class StageSpec:
 
 @attrs.define
 class OptimizerSpec:
-    """Adam settings for one component (the reference: lr 2e-4, betas 0.5/0.999)."""
+    """Adam settings for one component (the reference: lr 2e-4, betas 0.5/0.999).
+
+    ``lr``: learning rate; ``betas``: Adam's two decay rates; ``weight_decay``: L2 penalty
+    """
 
     lr: float = attrs.field(default=2e-4, validator=v.gt(0))
     betas: tuple[float, float] = attrs.field(default=(0.5, 0.999))
@@ -60,13 +73,36 @@ class OptimizerSpec:
 
 @attrs.define
 class OptimizersSpec:
+    """``generator``: Adam for each stage's conditioner and generator (and a trainable text encoder);
+    ``discriminator``: Adam for each stage's discriminator."""
+
     generator: OptimizerSpec = attrs.Factory(OptimizerSpec)
     discriminator: OptimizerSpec = attrs.Factory(OptimizerSpec)
 
 
 @attrs.define
 class TrainingSpec:
-    """How the stack is trained. Stage entries may override ``epochs`` and ``lr_decay_every``."""
+    """How the stack is trained. Stage entries may override ``epochs`` and ``lr_decay_every``.
+
+    ``schedule``: ``stagewise`` (the paper: each stage in turn, earlier ones frozen) or ``joint``
+    (StackGAN-v2: every stage in every step); ``epochs``: epochs per stage (stagewise) or in all
+    (joint); ``batch_size``: examples per step; ``optimizer``: Adam settings by component;
+    ``lr_decay_every``: multiply learning rates by ``lr_decay_factor`` every this many epochs
+    (``null``: never); ``lr_decay_factor``: the factor (0.5 halves); ``max_steps``: stop cleanly,
+    with a checkpoint, after this many steps (also ``--max-steps``); ``max_minutes``: stop cleanly
+    after this long (also ``--max-minutes``); ``seed``: seeds weights, noise, data order and
+    augmentation; ``deterministic``: use deterministic kernels where torch has them;
+    ``device``: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``; ``amp``: mixed
+    precision on CUDA, ``bf16`` or ``fp16`` (with a gradient scaler), ``off`` elsewhere;
+    ``channels_last``: NHWC memory format, faster convolutions on CPU and tensor cores;
+    ``compile``: ``torch.compile`` the stages (slow to start, worth it for long GPU runs);
+    ``ema``: keep an exponential moving average of the generator with this decay (0.999 in
+    StackGAN-v2) and sample from it; ``sync_batchnorm``: synchronise BatchNorm statistics across
+    processes under torchrun; ``num_workers``: data-loading processes; ``nan_patience``: stop after
+    this many steps in a row with a non-finite loss (each is skipped); ``wrong_images``: load a real
+    image of another class per example for the mismatched pair (losses with ``wrong: class`` ask
+    for it themselves)
+    """
 
     schedule: str = attrs.field(default="stagewise", validator=v.in_(["stagewise", "joint"]))
     epochs: int = attrs.field(default=600, validator=positive)
@@ -91,7 +127,16 @@ class TrainingSpec:
 
 @attrs.define
 class OutputSpec:
-    """What a run writes and how often (steps)."""
+    """What a run writes and how often (in steps).
+
+    ``dir``: output folder (default ``runs/<name>-<timestamp>``; ``--out`` overrides);
+    ``log_every``: steps between lines of ``metrics.jsonl`` and progress; ``sample_every``: steps
+    between sample sheets in ``samples/``; ``sample_captions``: captions for the sample sheets
+    (default: captions of fixed training examples); ``sample_count``: rows of each sample sheet;
+    ``checkpoint_every``: steps between writes of ``checkpoints/last.pt``; ``keep_every``: also
+    keep ``checkpoints/step_N.pt`` every this many steps; ``tensorboard``: also log to TensorBoard
+    (needs ``pip install "ganstack[tensorboard]"``)
+    """
 
     dir: str | None = None
     log_every: int = attrs.field(default=50, validator=positive)
@@ -105,7 +150,13 @@ class OutputSpec:
 
 @attrs.define
 class EvaluationSpec:
-    """Metrics run at ``every`` steps during training (and by ``ganstack eval``)."""
+    """Metrics run during training and by ``ganstack eval``.
+
+    ``metrics``: metric components (``ganstack plugins`` lists them); ``every``: steps between
+    evaluations during training (``null``: never); ``n``: images generated per evaluation;
+    ``best``: a metric value name (e.g. ``test/all``) whose best value keeps
+    ``checkpoints/best.pt``; ``best_mode``: whether higher (``max``) or lower (``min``) is better
+    """
 
     metrics: list[Component] = attrs.Factory(list)
     every: int | None = attrs.field(default=None, validator=optional_positive)
@@ -116,7 +167,14 @@ class EvaluationSpec:
 
 @attrs.define
 class Recipe:
-    """A whole stack: text encoder, dataset, stages, and how to train, write and evaluate it."""
+    """A whole stack: text encoder, dataset, stages, and how to train, write and evaluate it.
+
+    ``text_encoder``: turns captions (or stored embeddings) into vectors; ``dataset``: the data and
+    its options; ``stages``: the stages, first to last, each refining the one before;
+    ``schema_version``: the recipe format (1); ``name``: the run's name (default: the file name);
+    ``description``: one line for people; ``noise_dim``: size of the noise z given to the first
+    stage; ``training``: how to train; ``output``: what to write; ``evaluation``: what to measure
+    """
 
     text_encoder: Component
     dataset: Component

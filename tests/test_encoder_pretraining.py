@@ -8,9 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-from ganstack_defaults.text_bow import BagOfWordsEncoder, BowOptions
-from ganstack_defaults.text_charcnnrnn import CharCnnRnnEncoder, CharCnnRnnOptions
-from ganstack_defaults.text_precomputed import PrecomputedEncoder, PrecomputedOptions
 from torch import nn
 
 from ganstack.encoder_pretraining import (
@@ -24,6 +21,9 @@ from ganstack.encoder_pretraining import (
     retrieval_accuracy,
 )
 from ganstack.errors import CheckpointError, UserError
+from ganstack_defaults.text_bow import BagOfWordsEncoder, BowOptions
+from ganstack_defaults.text_charcnnrnn import CharCnnRnnEncoder, CharCnnRnnOptions
+from ganstack_defaults.text_precomputed import PrecomputedEncoder, PrecomputedOptions
 
 COLOURS = {"red": (1, -1, -1), "green": (-1, 1, -1), "blue": (-1, -1, 1), "yellow": (1, 1, -1),
            "cyan": (-1, 1, 1), "magenta": (1, -1, 1), "white": (1, 1, 1), "black": (-1, -1, -1)}

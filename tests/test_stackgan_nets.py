@@ -8,10 +8,6 @@ import attrs
 import cattrs
 import pytest
 import torch
-from ganstack_defaults.nets_blocks import init_weights
-from ganstack_defaults.nets_conditioners import CAOptions, LinearOptions
-from ganstack_defaults.nets_discriminators import MatchingAwareOptions
-from ganstack_defaults.nets_generators import RefinerOptions, Stage1Options
 from torch import nn
 
 from ganstack.errors import RecipeError
@@ -24,6 +20,10 @@ from ganstack.interfaces import (
     StageOutput,
 )
 from ganstack.plugin_loader import load_plugins
+from ganstack_defaults.nets_blocks import init_weights
+from ganstack_defaults.nets_conditioners import CAOptions, LinearOptions
+from ganstack_defaults.nets_discriminators import MatchingAwareOptions
+from ganstack_defaults.nets_generators import RefinerOptions, Stage1Options
 
 TEXT, NOISE = 16, 10  # tiny sizes for shape tests
 
@@ -196,6 +196,17 @@ def test_identity_and_linear_conditioners_are_deterministic_without_logvar() -> 
     torch.testing.assert_close(a.c, nn.functional.leaky_relu(lin.net[0](text), 0.2))
 
 
+def test_no_text_conditioner_gives_an_empty_condition_that_stages_accept() -> None:
+    none = build("conditioner", "none", ctx())
+    cond = none(torch.randn(3, TEXT))
+    assert none.out_dim == 0 and cond.c.shape == (3, 0) and cond.logvar is None
+    refiner = build("generator_stage", "stackgan-refiner", ctx(index=1, cond_dim=0, in_size=16,
+                                                                in_feature_channels=8), ngf=8, scale=2,
+                    residual_blocks=1)
+    prev = StageOutput(torch.randn(3, 3, 16, 16), None)
+    assert refiner(None, cond, prev).image.shape == (3, 3, 32, 32)
+
+
 # --------------------------------------------------------------------------------- discriminators
 def test_mu_discriminator_uses_the_detached_mu_and_ignores_text() -> None:
     torch.manual_seed(0)
@@ -295,7 +306,7 @@ def test_every_stackgan_component_is_registered_with_a_summary_and_builds_with_d
     registry = load_plugins().registry
     names = {(e.kind, e.name) for e in registry.entries() if e.plugin == "stackgan" and e.summary}
     assert names == {("conditioner", "ca"), ("conditioner", "identity"), ("conditioner", "linear"),
-                     ("generator_stage", "stackgan-stage1"), ("generator_stage", "stackgan-refiner"),
+                     ("conditioner", "none"), ("generator_stage", "stackgan-stage1"), ("generator_stage", "stackgan-refiner"),
                      ("discriminator", "matching-aware")}
     protocols = {"conditioner": Conditioner, "generator_stage": GeneratorStage, "discriminator": Discriminator}
     small = {"generator_stage": {"ngf": 8}, "discriminator": {"ndf": 4}}

@@ -69,7 +69,7 @@ class CaptionImageDataset(Dataset):
         ``None`` when classes are unknown (or all alike): a wrong image is then any other example.
         """
         ids = self.class_ids
-        if len(ids) == 0 or (ids < 0).any() or (ids == ids[0]).all():
+        if (ids < 0).any() or (ids == ids[0]).all():
             return None, None
         order = np.argsort(ids, kind="stable")
         classes, starts, counts = np.unique(ids[order], return_index=True, return_counts=True)

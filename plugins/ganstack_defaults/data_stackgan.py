@@ -145,13 +145,17 @@ def _read_table(path: Path, dataset: str, columns: int) -> dict[str, list[str]]:
     return rows
 
 
+def _box(fields: list[str]) -> Box:
+    x, y, w, h = (float(v) for v in fields)
+    return x, y, w, h
+
+
 def _boxes(image_dir: Path, dataset: str) -> dict[str, Box]:
     """CUB's boxes keyed like filenames.pickle (the image path without ``.jpg``)."""
     names = _read_table(image_dir / "images.txt", dataset, 2)
     boxes = _read_table(image_dir / "bounding_boxes.txt", dataset, 5)
     try:
-        return {str(Path(names[i][0]).with_suffix("")): tuple(float(v) for v in boxes[i])  # type: ignore[misc]
-                for i in names if i in boxes}
+        return {str(Path(names[i][0]).with_suffix("")): _box(boxes[i]) for i in names if i in boxes}
     except ValueError as exc:
         raise DataError(f"bad number in bounding boxes: {exc}", file=str(image_dir / "bounding_boxes.txt"),
                         fix="restore the file from the CUB_200_2011 download") from None

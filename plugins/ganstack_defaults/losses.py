@@ -29,7 +29,12 @@ def _shifted(condition: Condition) -> Condition:
 
 @attrs.define(frozen=True)
 class AdversarialOptions:
-    """Options of the matching-aware adversarial losses."""
+    """Options of the matching-aware adversarial losses.
+
+    ``wrong``: how the mismatched pair is made: ``shift`` pairs each image with the next example's
+    text (the PyTorch port), ``class`` uses a real image of another class (TF, StackGAN-v2);
+    ``uncond_weight``: weight of the unconditional terms where the discriminator has that head (0: off)
+    """
 
     wrong: str = attrs.field(default="shift", validator=v.in_(["shift", "class"]))
     uncond_weight: float = attrs.field(default=1.0, validator=v.ge(0))
@@ -112,7 +117,7 @@ class HingeLoss(MatchingAwareLoss):
 
 @attrs.define(frozen=True)
 class KLOptions:
-    """Coefficient of the KL term (2.0 in every official config; the paper's text says 1)."""
+    """``coeff``: weight of the KL term (2.0 in every official config; the paper's text says 1)."""
 
     coeff: float = attrs.field(default=2.0, validator=v.ge(0))
 
@@ -140,7 +145,8 @@ class KLLoss(nn.Module):
 
 @attrs.define(frozen=True)
 class ColourOptions:
-    """Weights of StackGAN-v2's colour-consistency terms (mean and covariance)."""
+    """``mean_weight``: weight of the colour-mean term (1 in the paper); ``cov_weight``: weight of the
+    colour-covariance term (5 in the paper; StackGAN-v2's bird configs use 0)."""
 
     mean_weight: float = attrs.field(default=1.0, validator=v.ge(0))
     cov_weight: float = attrs.field(default=5.0, validator=v.ge(0))

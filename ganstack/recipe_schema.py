@@ -40,8 +40,9 @@ class StageSpec:
     ``name``: a label for tables, logs and sample sheets (default ``stageN``); ``epochs``: epochs of
     this stage under the stagewise schedule (default ``training.epochs``); ``lr_decay_every``: this
     stage's decay interval in epochs (default ``training.lr_decay_every``); ``init_from``: a
-    checkpoint (or run folder) whose stages initialise this stage and every earlier one, as the
-    paper's Stage-II starts from a trained Stage-I
+    checkpoint (or run folder) whose stage at this position (and text encoder) initialise this
+    stage; with ``epochs: 0`` the stage is then not trained again, as the paper's Stage-II run
+    starts from a trained, frozen Stage-I
     """
 
     generator: Component
@@ -49,7 +50,7 @@ class StageSpec:
     conditioner: Component = _component("ca")
     losses: list[Component] = attrs.Factory(lambda: [Component("matching-aware"), Component("kl")])
     name: str | None = None
-    epochs: int | None = attrs.field(default=None, validator=optional_positive)
+    epochs: int | None = attrs.field(default=None, validator=v.optional(v.ge(0)))
     lr_decay_every: int | None = attrs.field(default=None, validator=optional_positive)
     init_from: str | None = None
 

@@ -118,6 +118,22 @@ def build_dataset(resolved: ResolvedRecipe, split: str, resolutions: tuple[int, 
                         fix=exc.fix) from None
 
 
+def open_tensorboard(out_dir: Path) -> Any:
+    """A TensorBoard writer under ``out_dir/tensorboard`` (the optional extra)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("output.tensorboard is on but TensorBoard is not installed", path="output.tensorboard",
+                        fix='pip install "ganstack[tensorboard]", or set output.tensorboard: false') from None
+    return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+
+
+def _png_tensor(path: Path) -> Tensor:
+    from PIL import Image
+
+    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+
+
 class NonFiniteLoss(UserError):
     """Too many non-finite steps in a row."""
 
@@ -156,7 +172,7 @@ class Trainer:
                             path="training.batch_size", fix="lower training.batch_size or add data")
         self.blocks = self._blocks()
         self._build_optimizers()
-        if checkpoint is None:
+        if checkpoint is None and not self._init_from_checkpoints():
             self.stack.text_encoder.prepare(self.dataset)  # before the EMA copy: it carries the vocabulary
         self.ema: Stack | None = None
         if self.train_spec.ema:
@@ -175,6 +191,38 @@ class Trainer:
             self.stack.stages = torch.compile(self.stack.stages)  # type: ignore[assignment]
 
     # ------------------------------------------------------------------------------------ building
+    def _init_from_checkpoints(self) -> bool:
+        """Load stage ``i`` (and the text encoder, where the checkpoint has it) from ``stages[i].init_from``,
+        as the paper's Stage-II run starts from a trained Stage-I. True if any was loaded."""
+        loaded = False
+        for i, spec in enumerate(self.recipe.stages):
+            if not spec.init_from:
+                continue
+            key = f"stages[{i}].init_from"
+            path = Path(spec.init_from)
+            if not path.is_absolute() and self.resolved.file and not path.exists():
+                path = Path(self.resolved.file).parent / path
+            try:
+                state = load_checkpoint(path)["model"]
+            except CheckpointError as exc:
+                raise CheckpointError(exc.message, file=self.resolved.file, path=key,
+                                      fix=f"{exc.fix} ({path})") from None
+            own = self.stack.state_dict()
+            wanted = [k for k in own if k.startswith(f"stages.{i}.")]
+            wanted += [k for k in own if k.startswith("text_encoder.") and k in state]
+            missing = [k for k in wanted if k not in state]
+            try:
+                if missing:
+                    raise RuntimeError(f"it has no '{missing[0]}'")
+                self.stack.load_state_dict({k: state[k] for k in wanted}, strict=False)
+            except RuntimeError as exc:
+                raise CheckpointError(f"cannot initialise stage {i + 1} from {path}: {str(exc)[:300]}",
+                                      file=self.resolved.file, path=key,
+                                      fix=f"give a checkpoint of a run whose stage {i + 1} (and text encoder) "
+                                      "match this recipe's") from None
+            loaded = True
+        return loaded
+
     def _blocks(self) -> list[list[int]]:
         n = len(self.stack.stages)
         return [list(range(n))] if self.train_spec.schedule == "joint" else [[k] for k in range(n)]
@@ -182,7 +230,8 @@ class Trainer:
     def _block_epochs(self, block: int) -> int:
         if self.train_spec.schedule == "joint":
             return self.train_spec.epochs
-        return self.recipe.stages[block].epochs or self.train_spec.epochs
+        epochs = self.recipe.stages[block].epochs
+        return self.train_spec.epochs if epochs is None else epochs
 
     def _decay_every(self, stage: int) -> int | None:
         return self.recipe.stages[stage].lr_decay_every or self.train_spec.lr_decay_every
@@ -381,6 +430,7 @@ class Trainer:
     # ---------------------------------------------------------------------------------- samples
     @torch.no_grad()
     def write_samples(self) -> Path:
+        """Write the fixed captions' sample sheet for this step; returns its path."""
         model = self.ema if self.ema is not None else self.stack
         was_training = model.training
         model.eval()
@@ -394,6 +444,31 @@ class Trainer:
         path = self.out_dir / "samples" / f"step_{self.position.step:07d}.png"
         save_png(contact_sheet(batch["caption"], columns, headers=headers), path)
         return path
+
+    def evaluate(self) -> dict[str, float | str]:
+        """Score the current generator (its EMA where kept) with the recipe's metrics; keep the best."""
+        from ganstack.evaluation import build_metric, evaluate, is_better
+        from ganstack.sampling import TextToImage
+
+        ev = self.recipe.evaluation
+        if not hasattr(self, "_metrics"):
+            self._metrics = [(c.type, build_metric(c, device=str(self.device), path=f"evaluation.metrics[{j}]",
+                                                   file=self.resolved.file))
+                             for j, c in enumerate(ev.metrics)]
+        model = self.ema if self.ema is not None else self.stack
+        with isolated_rng(self.train_spec.seed + 17):
+            results = evaluate(TextToImage(model, self.resolved, self.device, self.position.step),
+                               self.resolved, self._metrics, ev.n)
+        if ev.best:
+            if ev.best not in results:
+                raise UserError(f"evaluation.best names '{ev.best}', which no metric reports",
+                                file=self.resolved.file, path="evaluation.best",
+                                fix=f"use one of: {', '.join(sorted(results))}")
+            value = float(results[ev.best])
+            if is_better(value, self.best, ev.best_mode):
+                self.best = value
+                self.save("best")
+        return {f"eval/{k}": v for k, v in results.items()}
 
     # ---------------------------------------------------------------------------------- running
     def _install_signals(self) -> Callable[[], None]:
@@ -451,6 +526,8 @@ class Trainer:
         started = time.monotonic()
         per_epoch = len(self.dataset) // self.train_spec.batch_size
         out = self.recipe.output
+        ev = self.recipe.evaluation
+        tensorboard = open_tensorboard(self.out_dir) if out.tensorboard else None
         sums: dict[str, Tensor] = {}
         count, interval_start, images_done = 0, time.monotonic(), 0
         ended = "finished"
@@ -482,13 +559,26 @@ class Trainer:
                                       **self._learning_rates(), "images_per_s": round(images_done / elapsed, 2),
                                       "skipped_steps": self.skipped_steps}
                             log.write(record)
+                            if tensorboard is not None:
+                                for name, value in record.items():
+                                    if name not in ("step", "epoch"):
+                                        tensorboard.add_scalar(name, value, pos.step)
                             if self.progress:
                                 self.progress.update(pos.step, record)
                             sums, count, interval_start, images_done = {}, 0, time.monotonic(), 0
                         elif self.progress:
                             self.progress.update(pos.step, None)
                         if pos.step % out.sample_every == 0:
-                            self.write_samples()
+                            sheet = self.write_samples()
+                            if tensorboard is not None:
+                                tensorboard.add_image("samples", _png_tensor(sheet), pos.step)
+                        if ev.every and pos.step % ev.every == 0:
+                            results = self.evaluate()
+                            log.write({"step": pos.step, "epoch": pos.epoch, **results})
+                            if tensorboard is not None:
+                                for name, value in results.items():
+                                    if isinstance(value, (int, float)):
+                                        tensorboard.add_scalar(name, value, pos.step)
                         if pos.step % out.checkpoint_every == 0 and self.nonfinite == 0:
                             self.save()
                             if out.keep_every and pos.step % out.keep_every == 0:
@@ -510,6 +600,8 @@ class Trainer:
         finally:
             restore_signals()
             log.close()
+            if tensorboard is not None:
+                tensorboard.close()
             if self.progress:
                 self.progress.stop()
         self.write_samples()

@@ -211,3 +211,64 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(cli, tmp_path: Path) -> 
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["position"]["step"] == 2  # no checkpoint is written while steps are being skipped
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if torch.is_tensor(v) and v.is_floating_point())
+
+
+def test_stage_initialised_from_another_runs_checkpoint(cli, tmp_path: Path) -> None:
+    first = tmp_path / "stage1"
+    assert cli("run", variant(tmp_path, ONE_STAGE), "--out", first, "--max-steps", 2)[0] == 0
+    trained = weights(first)
+    # The paper's Stage-II run: Stage-I loaded from the first run and not trained again (epochs 0).
+    recipe = write(tmp_path / "two.yaml", f"base: base.yaml\nstages: {{0: {{init_from: {first}, epochs: 0}}}}\n")
+    code, out, err = cli("run", recipe, "--out", tmp_path / "two", "--max-steps", 2)
+    assert code == 0, out + err
+    assert [line["stage"] for line in metrics(tmp_path / "two")] == [2, 2]
+    after = weights(tmp_path / "two")
+    stage1 = [k for k in trained if k.startswith(("stages.0.", "text_encoder."))]
+    assert stage1 and all(torch.equal(after[k], trained[k]) for k in stage1)
+    bad = write(tmp_path / "bad.yaml", f"base: base.yaml\nstages: {{0: {{init_from: {tmp_path / 'none.pt'}}}}}\n")
+    code, _out, err = cli("run", bad, "--out", tmp_path / "bad", "--max-steps", 1)
+    assert code == 2 and "stages[0].init_from" in err
+
+
+def test_tensorboard_without_the_extra_says_how_to_install(cli, tmp_path: Path, monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):  # noqa: ANN001
+        if name == "torch.utils.tensorboard":
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    code, _out, err = cli("run", TINY, "--out", tmp_path / "run", "--max-steps", 1, "--set", "output.tensorboard=true")
+    assert code == 2 and 'pip install "ganstack[tensorboard]"' in " ".join(err.split())
+
+
+class _MeanMetric:
+    from ganstack.hookspecs import hookimpl
+
+    @hookimpl
+    def register_components(self, register) -> None:  # noqa: ANN001
+        class Mean:
+            def evaluate(self, source, n):  # noqa: ANN001
+                captions = [source.dataset("test")[i]["caption"] for i in range(n)]
+                return {"brightness": float(source.generate(captions)[-1].mean())}
+
+        register("metric", "mean-brightness", lambda options, ctx: Mean())
+
+
+def test_evaluation_during_training_logs_and_keeps_the_best(cli, tmp_path: Path) -> None:
+    from ganstack.testing import registered_plugin
+
+    out = tmp_path / "run"
+    with registered_plugin(_MeanMetric(), "mean-metric"):
+        code, stdout, err = cli("run", TINY, "--out", out, "--max-steps", 4, "--set",
+                                "evaluation={metrics: [mean-brightness], every: 2, n: 4, best: mean-brightness/brightness}")
+    assert code == 0, stdout + err
+    evals = [line for line in metrics(out) if "eval/mean-brightness/brightness" in line]
+    assert [line["step"] for line in evals] == [2, 4]
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    values = [line["eval/mean-brightness/brightness"] for line in evals]
+    assert best["counters"]["best"] == max(values)
+    assert best["position"]["step"] == [2, 4][values.index(max(values))]

@@ -22,10 +22,17 @@ component a recipe can use, `ganstack check RECIPE` prints a recipe with every d
 """
 
 
+def _main_process() -> bool:
+    """False in torchrun's ranks above 0, which train but neither print nor write."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, quiet=not _main_process())
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -199,14 +206,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         if (out / "checkpoints" / "last.pt").exists():
             raise UserError(f"{out} already holds a run", path="--out",
                             fix=f"continue it with `ganstack run --resume {out}`, or choose another --out")
-        _prepare_out(out)
+        if _main_process():
+            _prepare_out(out)
         trainer = Trainer(resolved, out, **kwargs)
-        import yaml
+        if _main_process():
+            import yaml
 
-        from ganstack.recipe import to_data
+            from ganstack.recipe import to_data
 
-        (out / "recipe.yaml").write_text(yaml.safe_dump(to_data(resolved.recipe), sort_keys=False),
-                                         encoding="utf-8")
+            (out / "recipe.yaml").write_text(yaml.safe_dump(to_data(resolved.recipe), sort_keys=False),
+                                             encoding="utf-8")
         console.print(f"Training [bold]{resolved.recipe.name}[/bold]: {len(trainer.stack.stages)} stage(s) "
                       f"at {list(trainer.stack.resolutions)} px on {trainer.device}, writing to {out}")
     result = trainer.run()
@@ -216,6 +225,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{samples[-1] if samples else out_dir / 'samples'}; checkpoint: {result['checkpoint']}")
     if result["ended"] != "finished":
         console.print(f"Continue with: ganstack run --resume {out_dir}")
+    if result["world_size"] > 1:
+        console.print(f"{result['world_size']} processes; replicas in sync: {result['replicas_in_sync']}")
     return 0
 
 

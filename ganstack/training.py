@@ -22,11 +22,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler, default_collate
 
+from ganstack import distributed
 from ganstack.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from ganstack.devices import amp_dtype, autocast, resolve_device
 from ganstack.errors import CheckpointError, DataError, UserError
 from ganstack.images import contact_sheet, save_png
 from ganstack.interfaces import Condition, DataContext, StepState
+from ganstack.phases import DiscriminatorPhase, GeneratorPhase
 from ganstack.recipe import ResolvedRecipe, recipe_from_dict, to_data
 from ganstack.run_record import MetricsLog, environment_record, write_json
 from ganstack.stack import Stack, build_stack
@@ -62,11 +64,15 @@ def seed_everything(seed: int) -> None:
 
 
 class EpochSampler(Sampler[int]):
-    """A permutation fixed by (seed, block, epoch), started at any batch: resumable mid-epoch."""
+    """A permutation fixed by (seed, block, epoch), started at any batch: resumable mid-epoch.
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n = n
+    Under torchrun each rank takes every ``world``-th index of the same permutation (equal shares).
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n = n // world
         self.seed = seed
+        self.rank, self.world = rank, world
         self.block = self.epoch = self.start = 0
 
     def set_position(self, block: int, epoch: int, start: int) -> None:
@@ -74,7 +80,8 @@ class EpochSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.block * 10_007 + self.epoch)
-        return iter(torch.randperm(self.n, generator=gen)[self.start :].tolist())
+        perm = torch.randperm(self.n * self.world, generator=gen)[self.rank :: self.world]
+        return iter(perm[self.start :].tolist())
 
     def __len__(self) -> int:
         return self.n - self.start
@@ -152,7 +159,9 @@ class Trainer:
         self.progress = progress
         self.max_steps = max_steps if max_steps is not None else self.train_spec.max_steps
         self.max_minutes = max_minutes if max_minutes is not None else self.train_spec.max_minutes
-        self.device = resolve_device(self.train_spec.device)
+        device = resolve_device(self.train_spec.device)
+        self.dist = distributed.setup(device)
+        self.device = distributed.local_device(device, self.dist)
         self.amp = amp_dtype(self.train_spec.amp, self.device)
         self.channels_last = self.train_spec.channels_last and self.device.type != "mps"
         self._stop_reason: str | None = None
@@ -161,6 +170,11 @@ class Trainer:
         if self.train_spec.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.stack: Stack = build_stack(resolved, device=str(self.device))
+        if self.dist.enabled and self.train_spec.sync_batchnorm:
+            if self.device.type == "cuda":
+                self.stack = nn.SyncBatchNorm.convert_sync_batchnorm(self.stack)
+            else:
+                report("training.sync_batchnorm needs CUDA (NCCL); BatchNorm stays per process on CPU.")
         self.stack.to(self.device, memory_format=torch.channels_last if self.channels_last
                       else torch.preserve_format)
         wants_wrong = self.train_spec.wrong_images or any(
@@ -186,6 +200,11 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint)
         self.sample_batch = self._sample_batch()
+        self.g_phase = distributed.wrap(GeneratorPhase(self.stack), self.dist, self.device)
+        self.d_phases = [distributed.wrap(DiscriminatorPhase(s.discriminator, s.losses, k), self.dist, self.device)
+                         for k, s in enumerate(self.stack.stages)]
+        if self.dist.enabled:  # identical weights everywhere (DDP broadcasts them), different noise per rank
+            torch.manual_seed(self.train_spec.seed + 7919 * self.dist.rank)
         self.step_fn = self._step
         if self.train_spec.compile:
             self.stack.stages = torch.compile(self.stack.stages)  # type: ignore[assignment]
@@ -276,43 +295,34 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- the step
     def _step(self, batch: dict[str, Any], active: list[int]) -> dict[str, Tensor]:
+        """One step: each active stage's discriminator phase, then one generator phase for them all.
+
+        The generator runs once; its images serve the D phases (detached) and the G phase. A phase
+        whose loss is not finite on any rank is skipped on every rank (its backward still runs, so
+        DDP's reducers stay in step).
+        """
         stages = self.stack.stages
         images: list[Tensor] = batch["images"]
         wrong: list[Tensor] | None = batch.get("wrong_images")
-        last = max(active)
-        encoder = self.stack.text_encoder
         train_text = self.text_opt is not None and (self.train_spec.schedule == "joint" or active == [0])
         terms: dict[str, Tensor] = {}
+        stepped = False
 
-        set_trainable([encoder], train_text)
+        set_trainable([self.stack.text_encoder], train_text)
         with autocast(self.device, self.amp):
-            with contextlib.nullcontext() if train_text else torch.no_grad():
-                text = encoder(batch)
-            z = torch.randn(text.shape[0], self.recipe.noise_dim, device=self.device)
-            outs = []
-            prev = None
-            for k in range(last + 1):
-                with contextlib.nullcontext() if k in active else torch.no_grad():
-                    cond = stages[k].conditioner(text)
-                    prev = stages[k].generator(z if k == 0 else None, cond, prev)
-                outs.append((cond, prev))
+            z = torch.randn(images[0].shape[0], self.recipe.noise_dim, device=self.device)
+            text, outs = self.g_phase(batch, z, active, train_text)
 
         # Discriminator phases: only this stage's D (and its loss modules) train.
         for k in active:
             stage = stages[k]
             set_trainable([stage.discriminator, stage.losses], True)
             with autocast(self.device, self.amp):
-                state = StepState(stage=k, phase="d", discriminator=stage.discriminator, real=images[k],
-                                  fake=outs[k][1].image.detach(), condition=_detach(outs[k][0]),
-                                  text=text.detach(), wrong_real=wrong[k] if wrong else None,
-                                  prev_fake=outs[k - 1][1].image.detach() if k else None,
-                                  class_id=batch.get("class_id"))
-                d_terms = {n: t for loss in stage.losses for n, t in loss.d_terms(state).items()}
+                d_terms = self.d_phases[k](images[k], outs[k][1].image.detach(), _detach(outs[k][0]),
+                                           text.detach(), wrong[k] if wrong else None,
+                                           outs[k - 1][1].image.detach() if k else None, batch.get("class_id"))
                 total = sum(d_terms.values())
-            if self._finite(total, k, d_terms):
-                self.d_opts[k].zero_grad(set_to_none=True)
-                self.scaler.scale(total).backward()
-                self.scaler.step(self.d_opts[k])
+            stepped |= self._backward_and_step(total, [self.d_opts[k]], k, d_terms)
             terms.update({f"stage{k + 1}/{n}": t.detach() for n, t in d_terms.items()})
             terms[f"stage{k + 1}/d_total"] = total.detach()
 
@@ -332,20 +342,31 @@ class Trainer:
                 g_terms = {n: t for loss in stage.losses for n, t in loss.g_terms(state).items()}
                 g_total = g_total + sum(g_terms.values())
                 g_named.update({f"stage{k + 1}/{n}": t for n, t in g_terms.items()})
-        if self._finite(g_total, active[-1], g_named):
-            opts = [self.g_opts[k] for k in active] + ([self.text_opt] if train_text else [])
-            for o in opts:
-                o.zero_grad(set_to_none=True)
-            self.scaler.scale(g_total).backward()
-            for o in opts:
-                self.scaler.step(o)
-            self.scaler.update()
+        opts = [self.g_opts[k] for k in active] + ([self.text_opt] if train_text else [])
+        if self._backward_and_step(g_total, opts, active[-1], g_named):
+            stepped = True
             self._update_ema()
+        if stepped:
+            self.scaler.update()
         terms.update({n: t.detach() for n, t in g_named.items()})
         terms["g_total"] = g_total.detach()
         for stage in stages:
             set_trainable([stage.discriminator, stage.losses, *stage.generator_parts()], True)
         return terms
+
+    def _backward_and_step(self, total: Tensor, opts: list[torch.optim.Optimizer], stage: int,
+                           named: dict[str, Tensor]) -> bool:
+        ok = not distributed.agree(not self._finite(total, stage, named), self.dist, self.device)
+        if not ok and self._bad_term is None:
+            self._bad_term = (stage, "(on another process)")
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        if total.requires_grad and (ok or self.dist.enabled):
+            self.scaler.scale(total).backward()
+        if ok:
+            for o in opts:
+                self.scaler.step(o)
+        return ok
 
     def _finite(self, total: Tensor, stage: int, named: dict[str, Tensor]) -> bool:
         """Whether a phase's loss is finite; the first bad term of a step is remembered for the message."""
@@ -396,6 +417,7 @@ class Trainer:
             "schedulers": [s.state_dict() for s in self.schedulers],
             "scaler": self.scaler.state_dict(),
             "position": attrs.asdict(self.position),
+            "world_size": self.dist.world_size,
             "counters": {"skipped_steps": self.skipped_steps, "best": self.best},
             "rng": rng_state(),
             "resolutions": list(self.stack.resolutions),
@@ -418,19 +440,27 @@ class Trainer:
                                   file=ckpt.get("path"), fix="resume with the recipe the run was started "
                                   "with (the checkpoint holds it: `ganstack run --resume RUN_DIR`)") from None
         self.position = Position(**ckpt["position"])
+        saved_world = int(ckpt.get("world_size", 1))
+        if saved_world != self.dist.world_size:  # same examples done in the epoch, other shard sizes
+            self.position.batch = self.position.batch * saved_world // self.dist.world_size
         self.skipped_steps = ckpt["counters"]["skipped_steps"]
         self.best = ckpt["counters"]["best"]
         self._pending_rng = ckpt["rng"]
 
     def save(self, name: str = "last") -> Path:
+        """Write a checkpoint (rank 0 only: the replicas are identical)."""
         path = self.out_dir / "checkpoints" / f"{name}.pt"
-        save_atomic(self.state(), path)
+        if self.dist.is_main:
+            save_atomic(self.state(), path)
         return path
 
     # ---------------------------------------------------------------------------------- samples
     @torch.no_grad()
     def write_samples(self) -> Path:
-        """Write the fixed captions' sample sheet for this step; returns its path."""
+        """Write the fixed captions' sample sheet for this step (rank 0); returns its path."""
+        path = self.out_dir / "samples" / f"step_{self.position.step:07d}.png"
+        if not self.dist.is_main:
+            return path
         model = self.ema if self.ema is not None else self.stack
         was_training = model.training
         model.eval()
@@ -441,7 +471,6 @@ class Trainer:
         model.train(was_training)
         columns = [out.image.float().cpu() for _cond, out in outs]
         headers = [f"stage {k + 1} ({r}px)" for k, r in enumerate(self.stack.resolutions)]
-        path = self.out_dir / "samples" / f"step_{self.position.step:07d}.png"
         save_png(contact_sheet(batch["caption"], columns, headers=headers), path)
         return path
 
@@ -497,127 +526,138 @@ class Trainer:
     def _loader(self, block: int, epoch: int, start_batch: int) -> DataLoader:
         """The loader of one epoch, from ``start_batch`` on. Its own seeded generator (worker seeds)
         keeps it from drawing on the global RNG, so a resumed run draws exactly what the original did."""
-        sampler = EpochSampler(len(self.dataset), self.train_spec.seed)
+        sampler = EpochSampler(len(self.dataset), self.train_spec.seed, self.dist.rank, self.dist.world_size)
         sampler.set_position(block, epoch, start_batch * self.train_spec.batch_size)
         generator = torch.Generator().manual_seed(self.train_spec.seed * 7919 + block * 104_729 + epoch)
         return DataLoader(self.dataset, batch_size=self.train_spec.batch_size, sampler=sampler,
                           drop_last=True, num_workers=self.train_spec.num_workers,
                           pin_memory=self.device.type == "cuda", generator=generator)
 
+    def steps_per_epoch(self) -> int:
+        return len(self.dataset) // self.dist.world_size // self.train_spec.batch_size
+
     def total_steps(self) -> int:
-        per_epoch = len(self.dataset) // self.train_spec.batch_size
+        per_epoch = self.steps_per_epoch()
         total = sum(self._block_epochs(b) for b in range(len(self.blocks))) * per_epoch
         return min(total, self.max_steps) if self.max_steps else total
 
     def run(self) -> dict[str, Any]:
         """Train until the recipe's epochs, a budget, or a signal; always ends with a checkpoint."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.position.step > 0
-        write_json(self.out_dir / "environment.json", environment_record(
-            device=str(self.device), settings={
-                "seed": self.train_spec.seed, "amp": self.train_spec.amp, "amp_active": self.amp is not None,
-                "channels_last": self.channels_last, "compile": self.train_spec.compile,
-                "ema": self.train_spec.ema, "deterministic": self.train_spec.deterministic,
-                "resumed_from_step": self.position.step if resumed else None}))
-        log = MetricsLog(self.out_dir / "metrics.jsonl", resume_step=self.position.step if resumed else None)
+        log: MetricsLog | None = None
+        tensorboard = None
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.out_dir / "environment.json", environment_record(
+                device=str(self.device), settings={
+                    "seed": self.train_spec.seed, "amp": self.train_spec.amp, "amp_active": self.amp is not None,
+                    "channels_last": self.channels_last, "compile": self.train_spec.compile,
+                    "ema": self.train_spec.ema, "deterministic": self.train_spec.deterministic,
+                    "world_size": self.dist.world_size,
+                    "resumed_from_step": self.position.step if resumed else None}))
+            log = MetricsLog(self.out_dir / "metrics.jsonl", resume_step=self.position.step if resumed else None)
+            tensorboard = open_tensorboard(self.out_dir) if self.recipe.output.tensorboard else None
+        self._log, self._tensorboard = log, tensorboard
         restore_signals = self._install_signals()
         if hasattr(self, "_pending_rng"):
             set_rng_state(self._pending_rng)
-        started = time.monotonic()
-        per_epoch = len(self.dataset) // self.train_spec.batch_size
-        out = self.recipe.output
-        ev = self.recipe.evaluation
-        tensorboard = open_tensorboard(self.out_dir) if out.tensorboard else None
-        sums: dict[str, Tensor] = {}
-        count, interval_start, images_done = 0, time.monotonic(), 0
+        self._started = time.monotonic()
+        self._interval = {"sums": {}, "count": 0, "start": time.monotonic(), "images": 0}
         ended = "finished"
-        if self.progress:
+        if self.progress and self.dist.is_main:
             self.progress.start(self.total_steps(), self.position.step)
         try:
             pos = self.position
-            while pos.block < len(self.blocks):
+            while pos.block < len(self.blocks) and ended == "finished":
                 active = self.blocks[pos.block]
-                for stage in self.stack.stages:
-                    stage.train()
-                for k in range(min(active)):
-                    self.stack.stages[k].eval()  # earlier stages are finished: inference mode
-                while pos.epoch < self._block_epochs(pos.block):
+                for k, stage in enumerate(self.stack.stages):
+                    stage.train(k >= min(active))  # earlier stages are finished: inference mode
+                while pos.epoch < self._block_epochs(pos.block) and ended == "finished":
                     for batch in self._loader(pos.block, pos.epoch, pos.batch):
-                        batch = _to_device(batch, self.device, self.channels_last)
-                        terms = self.step_fn(batch, active)
+                        terms = self.step_fn(_to_device(batch, self.device, self.channels_last), active)
                         pos.batch += 1
                         pos.step += 1
                         self._count_nonfinite()
-                        count += 1
-                        images_done += self.train_spec.batch_size
-                        for name, value in terms.items():
-                            sums[name] = sums.get(name, 0) + value.float()
-                        if pos.step % out.log_every == 0:
-                            elapsed = max(time.monotonic() - interval_start, 1e-9)
-                            record = {"step": pos.step, "epoch": pos.epoch, "stage": active[-1] + 1,
-                                      **{n: round(float(v) / count, 6) for n, v in sums.items()},
-                                      **self._learning_rates(), "images_per_s": round(images_done / elapsed, 2),
-                                      "skipped_steps": self.skipped_steps}
-                            log.write(record)
-                            if tensorboard is not None:
-                                for name, value in record.items():
-                                    if name not in ("step", "epoch"):
-                                        tensorboard.add_scalar(name, value, pos.step)
-                            if self.progress:
-                                self.progress.update(pos.step, record)
-                            sums, count, interval_start, images_done = {}, 0, time.monotonic(), 0
-                        elif self.progress:
-                            self.progress.update(pos.step, None)
-                        if pos.step % out.sample_every == 0:
-                            sheet = self.write_samples()
-                            if tensorboard is not None:
-                                tensorboard.add_image("samples", _png_tensor(sheet), pos.step)
-                        if ev.every and pos.step % ev.every == 0:
-                            results = self.evaluate()
-                            log.write({"step": pos.step, "epoch": pos.epoch, **results})
-                            if tensorboard is not None:
-                                for name, value in results.items():
-                                    if isinstance(value, (int, float)):
-                                        tensorboard.add_scalar(name, value, pos.step)
-                        if pos.step % out.checkpoint_every == 0 and self.nonfinite == 0:
-                            self.save()
-                            if out.keep_every and pos.step % out.keep_every == 0:
-                                self.save(f"step_{pos.step:07d}")
-                        ended = self._budget_reason(started)
+                        self._after_step(terms, active)
+                        ended = self._budget_reason()
                         if ended != "finished":
                             break
-                    if ended != "finished":
-                        break
-                    pos.epoch += 1
-                    pos.batch = 0
-                    for k in active:
-                        for sch in self.schedulers[2 * k : 2 * k + 2]:
-                            sch.step()
-                if ended != "finished":
-                    break
-                pos.block += 1
-                pos.epoch = 0
+                    else:
+                        pos.epoch += 1
+                        pos.batch = 0
+                        for k in active:
+                            for sch in self.schedulers[2 * k : 2 * k + 2]:
+                                sch.step()
+                if ended == "finished":
+                    pos.block += 1
+                    pos.epoch = 0
+            in_sync = distributed.replicas_in_sync(self.stack, self.dist, self.device)
         finally:
             restore_signals()
-            log.close()
+            if log is not None:
+                log.close()
             if tensorboard is not None:
                 tensorboard.close()
-            if self.progress:
+            if self.progress and self.dist.is_main:
                 self.progress.stop()
         self.write_samples()
         ckpt = self.save()
+        distributed.teardown(self.dist)
         return {"ended": ended, "step": self.position.step, "checkpoint": str(ckpt),
                 "out_dir": str(self.out_dir), "skipped_steps": self.skipped_steps,
-                "steps_per_epoch": per_epoch}
+                "steps_per_epoch": self.steps_per_epoch(), "world_size": self.dist.world_size,
+                "replicas_in_sync": in_sync}
 
-    def _budget_reason(self, started: float) -> str:
+    def _after_step(self, terms: dict[str, Tensor], active: list[int]) -> None:
+        """Logging, samples, evaluation and checkpoints at their intervals."""
+        pos, out, ev, iv = self.position, self.recipe.output, self.recipe.evaluation, self._interval
+        iv["count"] += 1
+        iv["images"] += self.train_spec.batch_size * self.dist.world_size
+        for name, value in terms.items():
+            iv["sums"][name] = iv["sums"].get(name, 0) + value.float()
+        if pos.step % out.log_every == 0:
+            means = distributed.mean_across_ranks({n: v / iv["count"] for n, v in iv["sums"].items()}, self.dist)
+            elapsed = max(time.monotonic() - iv["start"], 1e-9)
+            record = {"step": pos.step, "epoch": pos.epoch, "stage": active[-1] + 1,
+                      **{n: round(float(v), 6) for n, v in means.items()}, **self._learning_rates(),
+                      "images_per_s": round(iv["images"] / elapsed, 2), "skipped_steps": self.skipped_steps}
+            self._write_log(record)
+            if self.progress and self.dist.is_main:
+                self.progress.update(pos.step, record)
+            self._interval = {"sums": {}, "count": 0, "start": time.monotonic(), "images": 0}
+        elif self.progress and self.dist.is_main:
+            self.progress.update(pos.step, None)
+        if pos.step % out.sample_every == 0:
+            sheet = self.write_samples()
+            if self._tensorboard is not None:
+                self._tensorboard.add_image("samples", _png_tensor(sheet), pos.step)
+        if ev.every and pos.step % ev.every == 0 and self.dist.is_main:
+            self._write_log({"step": pos.step, "epoch": pos.epoch, **self.evaluate()})
+        if pos.step % out.checkpoint_every == 0 and self.nonfinite == 0:
+            self.save()
+            if out.keep_every and pos.step % out.keep_every == 0:
+                self.save(f"step_{pos.step:07d}")
+
+    def _write_log(self, record: dict[str, Any]) -> None:
+        if self._log is not None:
+            self._log.write(record)
+        if self._tensorboard is not None:
+            for name, value in record.items():
+                if name not in ("step", "epoch") and isinstance(value, (int, float)):
+                    self._tensorboard.add_scalar(name, value, record["step"])
+
+    def _budget_reason(self) -> str:
+        """Why to stop now ("finished": go on). Under torchrun every rank stops at the same step."""
+        reason = "finished"
         if self._stop_reason:
-            return f"interrupted ({self._stop_reason})"
-        if self.max_steps and self.position.step >= self.max_steps:
-            return "max_steps reached"
-        if self.max_minutes and (time.monotonic() - started) / 60 >= self.max_minutes:
-            return "max_minutes reached"
-        return "finished"
+            reason = f"interrupted ({self._stop_reason})"
+        elif self.max_steps and self.position.step >= self.max_steps:
+            reason = "max_steps reached"
+        elif self.max_minutes and (time.monotonic() - self._started) / 60 >= self.max_minutes:
+            reason = "max_minutes reached"
+        if distributed.agree(reason != "finished", self.dist, self.device) and reason == "finished":
+            reason = "stopped with another process"
+        return reason
 
     def _learning_rates(self) -> dict[str, float]:
         rates = {}

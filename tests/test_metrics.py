@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ganstack.encoder_pretraining import PretrainOptions, pretrain_and_save
-from ganstack.errors import UserError
+from ganstack.errors import DataError, UserError
 from ganstack.interfaces import DataContext, Metric, MetricContext
 from ganstack.plugin_loader import load_plugins
 from ganstack_defaults import shapes
@@ -216,6 +216,8 @@ def test_inception_score_metric_refuses_too_few_images_and_wrong_class_counts(we
     with pytest.raises(UserError, match="5 classes") as err:
         metric.evaluate(FakeSource(FakeDataset(4)), n=4)
     assert err.value.path == "num_classes"
+    with pytest.raises(DataError, match="empty"):
+        metric.evaluate(FakeSource(FakeDataset(0)), n=4)
 
 
 def test_missing_weights_are_a_user_error_naming_the_option(tmp_path: Path) -> None:

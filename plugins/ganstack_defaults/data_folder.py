@@ -36,7 +36,19 @@ SPLITS = ("train", "test")
 
 @attrs.define(frozen=True, kw_only=True)
 class CaptionedFolderOptions:
-    """Options of ``captioned-folder``."""
+    """Options of ``captioned-folder``.
+
+    ``root``: the folder of images (absolute, or relative to the recipe's folder, then to the
+    working folder); ``captions``: JSON-lines file under ``root`` listing each image and its
+    captions; when the default ``captions.jsonl`` is absent, a ``.txt`` beside each image is
+    read instead; ``test_fraction``: share of the images held out as the ``test`` split, picked by a
+    hash of ``seed`` and each image's path, so file order does not matter; ``seed``: chooses the
+    test images; independent of the run's seed; ``split``: ``train`` or ``test`` reads that split
+    for every use; ``null`` (default) reads the split each use asks for; ``flip``: mirror half the
+    training crops at random, as StackGAN does (turn off when captions say left or right);
+    ``skip_corrupt``: leave out images that cannot be decoded (logged, and listed in the cache's
+    ``.meta.json``) instead of stopping with an error that names the first
+    """
 
     root: str = attrs.field(validator=non_empty)
     captions: str = attrs.field(default=DEFAULT_CAPTIONS, validator=non_empty)

@@ -25,7 +25,15 @@ _SIZE = attrs.validators.ge(1)
 
 @attrs.define(frozen=True, kw_only=True)
 class ShapesOptions:
-    """Options of ``shapes``: split sizes and the seed every scene and caption derives from."""
+    """Options of the ``shapes`` dataset: split sizes, and the seed every scene and caption derives from.
+
+    ``train_size``: scenes in ``train``, whose colour pairs leave out the eight held-out ones;
+    ``test_size``: scenes in ``test``, drawn from every colour pair; ``holdout_size``: scenes in
+    ``holdout``, drawn only from the eight held-out (shape colour, background) pairs: the
+    compositional test; ``seed``: scene i of a split depends only on (seed, split, i), the same on
+    every machine; independent of the run's seed; ``split``: ``train``, ``test`` or ``holdout``
+    reads that split for every use; ``null`` (default) reads the split each use asks for
+    """
 
     train_size: int = attrs.field(default=10000, validator=_SIZE)
     test_size: int = attrs.field(default=1000, validator=_SIZE)

@@ -37,7 +37,25 @@ EMBEDDINGS_FILE = "char-CNN-RNN-embeddings.pickle"
 
 @attrs.define(frozen=True, kw_only=True)
 class StackGANBirdsOptions:
-    """Options of ``stackgan-birds``; the defaults are the official code's."""
+    """Options of ``stackgan-birds``; the defaults are the official code's.
+
+    ``root``: the folder holding ``train/`` and ``test/`` (absolute, or relative to the recipe's
+    folder, then to the working folder); ``split``: ``train`` or ``test`` reads that split for every
+    use; ``null`` (default) reads the split each use asks for (training ``train``, a metric its own
+    ``split``); ``embeddings_per_sample``: caption embeddings averaged per training example, drawn
+    at random without repeats (1: the PyTorch port; 4: the TensorFlow code); other splits average
+    the first ones; ``embeddings_file``: the embeddings pickle in each split folder, an array
+    (examples, captions, dim); ``null`` reads none, for a text encoder that reads the captions
+    instead; ``crop_boxes``: crop each bird to a square of side 1.5 times the larger side of its CUB
+    bounding box, centred on the box and clamped to the image, as StackGAN does (reads
+    ``images.txt`` and ``bounding_boxes.txt`` in ``image_dir``); ``image_dir``: folder under
+    ``root`` where CUB-200-2011 is unpacked: images at ``images/<key>.jpg``, with the box tables
+    beside ``images/``; ``text_dir``: folder under ``root`` of the ``<key>.txt`` caption files, one
+    caption a line, line j pairing with embedding j; files elsewhere below it are found by name;
+    ``flip``: mirror half the training crops at random, as StackGAN does (turn off when captions say
+    left or right); ``skip_corrupt``: leave out images that cannot be decoded (logged, and listed in
+    the cache's ``.meta.json``) instead of stopping with an error that names the first
+    """
 
     root: str = attrs.field(default="Data/birds", validator=non_empty)
     split: str | None = None  # None: the split the caller asks for (train or test)
@@ -52,7 +70,24 @@ class StackGANBirdsOptions:
 
 @attrs.define(frozen=True, kw_only=True)
 class StackGANFlowersOptions(StackGANBirdsOptions):
-    """Options of ``stackgan-flowers``: Oxford-102 is not cropped."""
+    """Options of ``stackgan-flowers``: Oxford-102 is not cropped.
+
+    ``root``: the folder holding ``train/`` and ``test/`` (absolute, or relative to the recipe's
+    folder, then to the working folder); ``split``: ``train`` or ``test`` reads that split for every
+    use; ``null`` (default) reads the split each use asks for (training ``train``, a metric its own
+    ``split``); ``embeddings_per_sample``: caption embeddings averaged per training example, drawn
+    at random without repeats (1: the PyTorch port; 4: the TensorFlow code); other splits average
+    the first ones; ``embeddings_file``: the embeddings pickle in each split folder, an array
+    (examples, captions, dim); ``null`` reads none, for a text encoder that reads the captions
+    instead; ``crop_boxes``: off, as Oxford-102 has no bounding boxes (on, it reads CUB-style
+    ``images.txt`` and ``bounding_boxes.txt`` in ``image_dir``); ``image_dir``: folder under
+    ``root`` holding the Oxford-102 images (its archive unpacks as ``jpg/``); images are found by
+    file name; ``text_dir``: folder under ``root`` of the ``<key>.txt`` caption files, one caption a
+    line, line j pairing with embedding j; files elsewhere below it are found by name; ``flip``:
+    mirror half the training crops at random, as StackGAN does (turn off when captions say left or
+    right); ``skip_corrupt``: leave out images that cannot be decoded (logged, and listed in the
+    cache's ``.meta.json``) instead of stopping with an error that names the first
+    """
 
     root: str = attrs.field(default="Data/flowers", validator=non_empty)
     crop_boxes: bool = False
@@ -61,7 +96,24 @@ class StackGANFlowersOptions(StackGANBirdsOptions):
 
 @attrs.define(frozen=True, kw_only=True)
 class StackGANCocoOptions(StackGANBirdsOptions):
-    """Options of ``stackgan-coco``: images found by file name anywhere under ``root``."""
+    """Options of ``stackgan-coco``: images found by file name anywhere under ``root``.
+
+    ``root``: the folder holding ``train/`` and ``test/`` and the COCO images (absolute, or relative
+    to the recipe's folder, then to the working folder); ``split``: ``train`` or ``test`` reads that
+    split for every use; ``null`` (default) reads the split each use asks for (training ``train``, a
+    metric its own ``split``); ``embeddings_per_sample``: caption embeddings averaged per training
+    example, drawn at random without repeats (1: the PyTorch port; 4: the TensorFlow code); other
+    splits average the first ones; ``embeddings_file``: the embeddings pickle in each split folder,
+    an array (examples, captions, dim); ``null`` reads none, for a text encoder that reads the
+    captions instead; ``crop_boxes``: off, as COCO has no CUB-style box tables; ``image_dir``:
+    folder under ``root`` searched for each ``<name>.jpg``; empty (default) searches ``root``
+    itself, so ``train2014/`` and ``val2014/`` are both found; ``text_dir``: folder under ``root``
+    of the ``<key>.txt`` caption files, one caption a line, line j pairing with embedding j; files
+    elsewhere below it are found by name; ``flip``: mirror half the training crops at random, as
+    StackGAN does (turn off when captions say left or right); ``skip_corrupt``: leave out images
+    that cannot be decoded (logged, and listed in the cache's ``.meta.json``) instead of stopping
+    with an error that names the first
+    """
 
     root: str = attrs.field(default="Data/coco", validator=non_empty)
     crop_boxes: bool = False

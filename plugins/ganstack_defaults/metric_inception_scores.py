@@ -136,8 +136,8 @@ class FrechetInceptionDistance(_InceptionJudged):
             raise UserError(f"FID needs at least 2 images to estimate a covariance, got n={n}", path="n",
                             fix="evaluate more images (evaluation.n; FID is usually reported on 10,000+)")
         dataset = source.dataset(o.split)
-        batches = item_batches(dataset, n, o.batch_size, o.split)
-        n_real = min(n, len(dataset))
+        batches = item_batches(dataset, n, o.batch_size, o.split)  # refuses an empty split
+        n_real = min(n, len(dataset))  # positions past the split repeat it: scored once as real images
         if n_real < 2:
             raise DataError(f"FID needs at least 2 real images; the '{o.split}' split has {len(dataset)}",
                             path="split", fix="choose a larger split in the metric's `split` option")
@@ -148,9 +148,9 @@ class FrechetInceptionDistance(_InceptionJudged):
         real, fake = FeatureMoments(), FeatureMoments()
         for b, (positions, items) in enumerate(batches):
             if reference is None:
-                first_pass = [it for i, it in zip(positions, items, strict=True) if i < n_real]
-                if first_pass:
-                    real.add(self.judge(real_images(first_pass, o.stage))[1])
+                unseen = [it for i, it in zip(positions, items, strict=True) if i < n_real]
+                if unseen:
+                    real.add(self.judge(real_images(unseen, o.stage))[1])
             fake.add(self.judge(generate(source, [it["caption"] for it in items], o.seed + b, o.stage))[1])
         if reference is None:
             mu, sigma = real.stats()

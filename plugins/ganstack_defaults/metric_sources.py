@@ -2,7 +2,8 @@
 
 Shared by every metric so that "which images are scored" means the same thing everywhere: the
 first ``n`` examples of a split (cycled when ``n`` exceeds it), one image per example's caption,
-from the last stage unless the metric's ``stage`` option (1-based) names another.
+from the last stage unless the metric's ``stage`` option (1-based) names another. Batch ``b`` of
+a metric is generated with ``seed + b``, so a metric's numbers repeat for a given stack.
 """
 
 from __future__ import annotations

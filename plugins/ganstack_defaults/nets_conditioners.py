@@ -20,8 +20,12 @@ CA_ACTIVATIONS = ("relu", "leaky_relu", "glu")
 
 @attrs.define(frozen=True, kw_only=True)
 class CAOptions:
-    """``condition_dim``: size of ``c``; ``activation``: ``relu`` (PyTorch port), ``leaky_relu``
-    (TensorFlow code) or ``glu`` (StackGAN-v2)."""
+    """Options of the ``ca`` conditioner (Conditioning Augmentation).
+
+    ``condition_dim``: size of ``c`` (128 in the paper); ``activation``: what follows the linear
+    layer that gives the mean and log-variance: ``relu`` (PyTorch port), ``leaky_relu`` (TensorFlow
+    code) or ``glu`` (StackGAN-v2)
+    """
 
     condition_dim: int = attrs.field(default=128, validator=attrs.validators.ge(1))
     activation: Literal["relu", "leaky_relu", "glu"] = attrs.field(
@@ -73,7 +77,10 @@ class NoTextConditioner(nn.Module):
 
 @attrs.define(frozen=True, kw_only=True)
 class LinearOptions:
-    """``condition_dim``: size of the compressed embedding."""
+    """Options of the ``linear`` conditioner.
+
+    ``condition_dim``: size of the compressed embedding (128 matches ``ca``'s ``c``)
+    """
 
     condition_dim: int = attrs.field(default=128, validator=attrs.validators.ge(1))
 

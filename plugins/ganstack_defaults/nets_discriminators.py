@@ -30,10 +30,14 @@ def _only_for_text(instance: MatchingAwareOptions, attribute: Any, value: int | 
 
 @attrs.define(frozen=True, kw_only=True)
 class MatchingAwareOptions:
-    """``ndf``: width of the first down block; ``condition``: ``mu`` (the stage's CA mean, detached;
-    PyTorch port) or ``text`` (D compresses the raw embedding itself; TF code); ``unconditional_head``:
-    add the image-only logit (the port's Stage-II); ``condition_dim``: size of that compression
-    (``condition: text`` only; default the stage's condition size, else 128)."""
+    """Options of the ``matching-aware`` discriminator.
+
+    ``ndf``: width of the first down block, doubled by each further one (64 in the paper, 96 for
+    COCO); ``condition``: ``mu`` (the stage's CA mean, detached; PyTorch port) or ``text`` (D
+    compresses the raw embedding itself; TF code); ``unconditional_head``: add the image-only logit
+    (the port's Stage-II); ``condition_dim``: size of that compression (``condition: text`` only;
+    default the stage's condition size, else 128)
+    """
 
     ndf: int = attrs.field(default=64, validator=attrs.validators.ge(1))
     condition: Literal["mu", "text"] = attrs.field(default="mu", validator=attrs.validators.in_(("mu", "text")))

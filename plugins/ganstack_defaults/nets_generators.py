@@ -58,7 +58,12 @@ def _stage1_widths_fit(instance: Stage1Options, attribute: Any, value: int) -> N
 
 @attrs.define(frozen=True, kw_only=True)
 class Stage1Options:
-    """``ngf``: the fc layer gives ``8*ngf`` channels at 4x4; ``out_size``: 4 * 2**k, one up block per doubling."""
+    """Options of the ``stackgan-stage1`` generator stage.
+
+    ``ngf``: the fc layer gives ``8*ngf`` channels at 4x4, halved by each up block (128 in the
+    paper, 192 for COCO); ``out_size``: side of the image drawn, 4 * 2**k, one up block per doubling
+    (64 in the paper)
+    """
 
     ngf: int = attrs.field(default=128, validator=attrs.validators.ge(1))
     out_size: int = attrs.field(default=64, validator=[four_times_power_of_two, _stage1_widths_fit])
@@ -109,9 +114,15 @@ def _scale_fits_ngf(instance: RefinerOptions, attribute: Any, value: int) -> Non
 
 @attrs.define(frozen=True, kw_only=True)
 class RefinerOptions:
-    """``ngf``: base width; ``scale``: output size / input size (a power of two);
-    ``residual_blocks``: at the working width; ``input``: refine the previous ``image`` (StackGAN)
-    or its ``features`` (StackGAN-v2); ``detach_input``: no gradient into the previous stage."""
+    """Options of the ``stackgan-refiner`` generator stage (Stage-II and any later one).
+
+    ``ngf``: base width (128 in the paper, 192 for COCO); the residual blocks work at ``4*ngf``
+    channels with ``input: image``, at ``ngf`` with ``features``; ``scale``: output size / input
+    size, a power of two (4 in the paper: 64 to 256); ``residual_blocks``: residual blocks at the
+    working width (4 in the paper, 2 for COCO); ``input``: refine the previous ``image`` (StackGAN)
+    or its ``features`` (StackGAN-v2); ``detach_input``: no gradient into the previous stage (the
+    paper; false trains the stages together, as StackGAN-v2 does)
+    """
 
     ngf: int = attrs.field(default=128, validator=attrs.validators.ge(1))
     scale: int = attrs.field(default=4, validator=[power_of_two, _scale_fits_ngf])

@@ -39,12 +39,17 @@ def _positive_ints(instance: object, attribute: attrs.Attribute, value: tuple[in
 class CharCnnRnnOptions:
     """Options of the ``char-cnn-rnn`` text encoder.
 
-    ``alphabet``: the characters told apart (others, and padding, are all-zero columns).
-    ``max_length``: characters read per caption (longer ones are cut). ``char_dim``: learnt
-    character embedding size, or ``None`` for Reed's one-hot input. ``conv_channels``,
-    ``kernel_size``, ``pool_kernels``, ``pool_strides``: one entry per convolution layer.
-    ``rnn``: ``relu-rnn`` (Reed's plain recurrent layer), ``gru`` or ``lstm``, of ``rnn_hidden``
-    units. ``lowercase``: lower-case captions before reading them.
+    ``dim``: output size (1024, the size of StackGAN's precomputed embeddings); ``alphabet``: the
+    characters told apart (others, and padding, are all-zero columns); ``max_length``: characters
+    read per caption (longer ones are cut); ``char_dim``: learnt character embedding size, or
+    ``None`` for Reed's one-hot input; ``conv_channels``: output channels of each 1-D convolution,
+    one entry per layer; ``kernel_size``: width of every convolution, in characters;
+    ``pool_kernels``: max-pooling window after each convolution (one entry per layer);
+    ``pool_strides``: max-pooling stride after each convolution (one entry per layer); ``rnn``:
+    ``relu-rnn`` (Reed's plain recurrent layer), ``gru`` or ``lstm``, over the steps the pooling
+    leaves; ``rnn_hidden``: hidden units of that recurrent layer, whose mean over the steps is
+    mapped to ``dim``; ``lowercase``: lower-case captions before reading them (Reed's alphabet has
+    no capitals)
     """
 
     dim: int = attrs.field(default=1024, validator=attrs.validators.ge(1))

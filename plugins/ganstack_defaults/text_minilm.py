@@ -50,8 +50,12 @@ _LAYER_KEYS = {"query": "attention.self.query", "key": "attention.self.key",
 
 @attrs.define(frozen=True, kw_only=True)
 class MiniLMOptions:
-    """``max_length``: word pieces read per caption (the model's own limit is 256); ``cache``:
-    remember each caption's embedding in memory, so an epoch after the first costs nothing."""
+    """Options of the ``sentence-transformer`` text encoder (its output is always 384-d).
+
+    ``max_length``: word pieces read per caption, longer ones are cut (the model's own limit is
+    256); ``cache``: remember each caption's embedding in memory, so an epoch after the first costs
+    nothing
+    """
 
     max_length: int = attrs.field(default=256, validator=[attrs.validators.ge(1),
                                                           attrs.validators.le(MAX_POSITIONS)])

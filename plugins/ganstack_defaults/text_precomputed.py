@@ -18,7 +18,11 @@ _READERS = ", ".join(CAPTION_ENCODERS)
 
 @attrs.define(frozen=True, kw_only=True)
 class PrecomputedOptions:
-    """``dim``: size of the dataset's embeddings (1024 for Reed's char-CNN-RNN ones)."""
+    """Options of the ``precomputed`` text encoder.
+
+    ``dim``: size of the dataset's embeddings (1024 for Reed's char-CNN-RNN ones); checked against
+    the dataset before training
+    """
 
     dim: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
 

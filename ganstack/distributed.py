@@ -1,0 +1,96 @@
+"""Data-parallel training under torchrun: process group, per-component DDP, agreement between ranks.
+
+The same ``ganstack run`` works in one process or many: torchrun sets ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK``, and :func:`setup` joins the group (NCCL on CUDA, gloo on CPU). Rank 0 alone writes
+files. Every trainable component is wrapped in its own ``DistributedDataParallel``: one DDP
+around G and D together breaks GAN training.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import attrs
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@attrs.frozen
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device: torch.device) -> DistInfo:
+    """Join torchrun's process group when launched by it; a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    return info
+
+
+def local_device(device: torch.device, info: DistInfo) -> torch.device:
+    """Each process uses the GPU of its local rank."""
+    if device.type == "cuda" and info.enabled:
+        return torch.device("cuda", info.local_rank)
+    return device
+
+
+def wrap(module: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
+    """``DistributedDataParallel`` around one trainable component (unchanged in one process)."""
+    if not info.enabled:
+        return module
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False,
+                                               find_unused_parameters=True)
+
+
+def agree(flag: bool, info: DistInfo, device: torch.device, *, any_rank: bool = True) -> bool:
+    """The same decision on every rank: true if any (or, with ``any_rank=False``, every) rank says so."""
+    if not info.enabled:
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX if any_rank else dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
+def mean_across_ranks(values: dict[str, torch.Tensor], info: DistInfo) -> dict[str, torch.Tensor]:
+    """Average logged loss terms over ranks (every rank must call this at the same step)."""
+    if not info.enabled or not values:
+        return values
+    names = sorted(values)
+    stacked = torch.stack([values[n].float() for n in names])
+    dist.all_reduce(stacked)
+    return {n: v / info.world_size for n, v in zip(names, stacked, strict=True)}
+
+
+def replicas_in_sync(module: nn.Module, info: DistInfo, device: torch.device) -> bool:
+    """Whether every rank holds the same parameters (a float64 checksum per tensor, compared)."""
+    if not info.enabled:
+        return True
+    sums = torch.stack([p.detach().double().sum() for p in module.parameters()]).to(device)
+    gathered = [torch.empty_like(sums) for _ in range(info.world_size)]
+    dist.all_gather(gathered, sums)
+    return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
+
+def teardown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()

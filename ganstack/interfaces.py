@@ -254,6 +254,7 @@ class ImageSource(Protocol):
 
 @runtime_checkable
 class Metric(Protocol):
-    """A ``metric`` plugin: scores a source; returns named values (``{'is_mean': 3.1, ...}``)."""
+    """A ``metric`` plugin: scores a source; returns named values (``{'is_mean': 3.1, ...}``), numbers
+    or strings (a weights file's hash, recorded with the score)."""
 
-    def evaluate(self, source: ImageSource, n: int) -> dict[str, float]: ...
+    def evaluate(self, source: ImageSource, n: int) -> dict[str, float | str]: ...

@@ -12,6 +12,7 @@ import copy
 import random
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -585,9 +586,11 @@ class Trainer:
                     else:
                         pos.epoch += 1
                         pos.batch = 0
-                        for k in active:
-                            for sch in self.schedulers[2 * k : 2 * k + 2]:
-                                sch.step()
+                        with warnings.catch_warnings():  # a resumed run may end an epoch before any step
+                            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+                            for k in active:
+                                for sch in self.schedulers[2 * k : 2 * k + 2]:
+                                    sch.step()
                 if ended == "finished":
                     pos.block += 1
                     pos.epoch = 0

@@ -26,7 +26,7 @@ def test_two_processes_train_in_sync_and_write_once(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            "-m", "ganstack", "run", str(TINY), "--out", str(out), "--max-steps", "4",
-           "--set", "training.schedule=joint", "--set", "dataset.train_size=64"]
+           "--set", "training.schedule=joint", "--set", "dataset.train_size=64", "--set", "training.epochs=3"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=os.getcwd())
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output

@@ -94,6 +94,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--no-ema", action="store_true", help="use the trained weights even where the run kept an EMA")
 
+    p = sub.add_parser("eval", help="score a trained run with metric plugins",
+                       description="Score a run folder or checkpoint with metrics (default: the recipe's "
+                       "evaluation.metrics). Prints a table and writes eval.json beside the checkpoint "
+                       "(or to --out). Nothing downloads: Inception weights are a file you pass.")
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run folder or a .pt checkpoint")
+    p.add_argument("--metric", action="append", default=[], metavar="NAME",
+                   help="a registered metric (repeatable): inception-score, fid, shapes-alignment, r-precision, ...")
+    p.add_argument("--n", type=int, help="images per metric (default: the recipe's evaluation.n)")
+    p.add_argument("--inception-weights", metavar="PATH",
+                   help="torchvision Inception-v3 state dict (or a fine-tuned one) for inception-score and fid")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="set an option on every chosen metric that has it, e.g. --option split=holdout")
+    p.add_argument("--out", help="where to write eval.json (default: beside the checkpoint)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+
+    p = sub.add_parser("pretrain-encoder", help="pretrain a recipe's text encoder against images",
+                       description="Train the recipe's text encoder (char-cnn-rnn or bow) with the symmetric "
+                       "joint-embedding loss of Reed et al. against a small image encoder, on the recipe's "
+                       "training data, and save it. Start a run from it with `text_encoder_init: FILE`; "
+                       "score generated images with the r-precision metric (encoder_checkpoint: FILE).")
+    p.add_argument("recipe", help="recipe YAML file")
+    _add_set(p)
+    p.add_argument("--out", required=True, help="file to write (.pt)")
+    p.add_argument("--steps", type=int, default=2000, help="training steps")
+    p.add_argument("--batch-size", type=int, default=40, help="pairs per step")
+    p.add_argument("--lr", type=float, default=7e-4, help="Adam learning rate")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+
     p = sub.add_parser("data", help="look at a recipe's data as the stack sees it")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     d = data_sub.add_parser("preview", help="write real examples as PNGs with a manifest.jsonl",
@@ -270,6 +298,76 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ganstack.evaluation import build_metric, evaluate
+    from ganstack.recipe_schema import Component
+    from ganstack.run_record import write_json
+    from ganstack.sampling import load
+
+    model = load(args.run, device=args.device)
+    resolved = model.resolved
+    extra: dict[str, Any] = {}
+    for assignment in args.option:
+        key, sep, raw = assignment.partition("=")
+        if not sep:
+            raise UserError(f"--option '{assignment}' is not KEY=VALUE", fix="write e.g. --option split=holdout")
+        extra[key.strip()] = yaml.safe_load(raw)
+    if args.inception_weights:
+        extra["weights"] = args.inception_weights
+    chosen = [Component(name, {}) for name in args.metric] or list(resolved.recipe.evaluation.metrics)
+    if not chosen:
+        raise UserError("no metric to run", fix="name one with --metric (`ganstack plugins` lists them), or add "
+                        "evaluation.metrics to the recipe")
+    metrics = [(comp.type, build_metric(comp, device=str(model.device), path=f"metrics[{j}]", file=str(args.run),
+                                        overrides=extra)) for j, comp in enumerate(chosen)]
+    n = args.n or resolved.recipe.evaluation.n
+    results = evaluate(model, resolved, metrics, n)
+    run = Path(args.run)
+    out = Path(args.out) if args.out else (run if run.is_dir() else run.parent) / "eval.json"
+    write_json(out, {"checkpoint": str(args.run), "step": model.step, "n": n, "results": results})
+    from rich.table import Table
+
+    table = Table(title=f"evaluation at step {model.step} ({n} images)", title_justify="left")
+    table.add_column("value")
+    table.add_column("result", justify="right")
+    for key, value in results.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console = _console()
+    console.print(table)
+    console.print(f"Wrote {out}")
+    return 0
+
+
+def cmd_pretrain_encoder(args: argparse.Namespace) -> int:
+    from ganstack.devices import resolve_device
+    from ganstack.encoder_pretraining import PretrainOptions, pretrain_and_save
+    from ganstack.recipe import load_recipe, structure
+    from ganstack.stack import build_stack, build_text_encoder
+    from ganstack.training import build_dataset
+
+    resolved = load_recipe(args.recipe, args.overrides)
+    encoder = build_text_encoder(resolved)
+    if not any(p.requires_grad for p in encoder.parameters()):
+        raise UserError(f"the text encoder '{resolved.recipe.text_encoder.type}' has nothing to train",
+                        file=args.recipe, path="text_encoder.type", fix="use char-cnn-rnn or bow")
+    resolutions = build_stack(resolved).resolutions
+    dataset = build_dataset(resolved, "train", resolutions)
+    options = structure({"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+                         "seed": resolved.recipe.training.seed}, PretrainOptions, file=None, path="--")
+    console = _console()
+
+    def log(step: int, metrics: dict[str, float]) -> None:
+        console.print(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+
+    device = resolve_device(args.device)
+    result = pretrain_and_save(encoder.to(device), dataset, args.out, options, device=device, log=log)
+    console.print(f"Wrote {args.out}: retrieval accuracy {result['retrieval_accuracy']:.3f} "
+                  f"(chance {result['chance']:.3f}). Use it with text_encoder_init: {args.out}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command != "preview":
         raise UserError("missing action", fix="use `ganstack data preview RECIPE --out DIR`")
@@ -288,6 +386,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "check": cmd_check, "plugins": cmd_plugins, "data": cmd_data, "sample": cmd_sample,
+    "eval": cmd_eval, "pretrain-encoder": cmd_pretrain_encoder,
 }
 
 

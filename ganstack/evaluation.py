@@ -50,12 +50,17 @@ class StackSource:
         if split not in self._datasets:
             from ganstack.training import build_dataset
 
-            self._datasets[split] = _RecordingDataset(
-                build_dataset(self.resolved, split, self.model.resolutions), self._embeddings)
+            dataset = build_dataset(self.resolved, split, self.model.resolutions)
+            if not self._reads_text():
+                dataset = _RecordingDataset(dataset, self._embeddings)
+            self._datasets[split] = dataset
         return self._datasets[split]
 
+    def _reads_text(self) -> bool:
+        return bool(getattr(self.model.stack.text_encoder, "can_encode_text", False))
+
     def generate(self, captions: Sequence[str], seed: int = 0) -> list[Tensor]:
-        if getattr(self.model.stack.text_encoder, "can_encode_text", False):
+        if self._reads_text():
             return self.model.generate(list(captions), n=1, seed=seed).images
         missing = [c for c in captions if c not in self._embeddings]
         if missing:
@@ -65,16 +70,21 @@ class StackSource:
         return self.model.generate(list(captions), n=1, seed=seed, embeddings=emb.numpy()).images
 
 
-def build_metric(component: Component, *, device: str, path: str, file: str | None = None) -> Any:
-    """Build one metric from ``{type: NAME, ...options}`` (options still plain data, or resolved)."""
+def build_metric(component: Component, *, device: str, path: str, file: str | None = None,
+                 overrides: dict[str, Any] | None = None) -> Any:
+    """Build one metric from ``{type: NAME, ...options}``; ``overrides`` set the options it has."""
     from ganstack.plugin_loader import registry
+    from ganstack.recipe import CONVERTER
 
     try:
         entry = registry().get("metric", component.type)
     except PluginError as exc:
         raise PluginError(exc.message, file=file, path=f"{path}.type", fix=exc.fix) from None
-    options = component.options if attrs.has(type(component.options)) else structure(
-        component.options, entry.options, file=file, path=path)
+    data = CONVERTER.unstructure(component.options) if attrs.has(type(component.options)) else dict(
+        component.options)
+    known = {f.name for f in attrs.fields(entry.options)}
+    data.update({k: v for k, v in (overrides or {}).items() if k in known})
+    options = structure(data, entry.options, file=file, path=path)
     try:
         return entry.factory(options, MetricContext(device=device))
     except UserError as exc:

@@ -174,7 +174,8 @@ class Recipe:
     its options; ``stages``: the stages, first to last, each refining the one before;
     ``schema_version``: the recipe format (1); ``name``: the run's name (default: the file name);
     ``description``: one line for people; ``noise_dim``: size of the noise z given to the first
-    stage; ``training``: how to train; ``output``: what to write; ``evaluation``: what to measure
+    stage; ``text_encoder_init``: a file written by ``ganstack pretrain-encoder`` whose text encoder
+    (weights and vocabulary) a new run starts from; ``training``: how to train; ``output``: what to write; ``evaluation``: what to measure
     """
 
     text_encoder: Component
@@ -184,6 +185,7 @@ class Recipe:
     name: str = "recipe"
     description: str = ""
     noise_dim: int = attrs.field(default=100, validator=positive)
+    text_encoder_init: str | None = None
     training: TrainingSpec = attrs.Factory(TrainingSpec)
     output: OutputSpec = attrs.Factory(OutputSpec)
     evaluation: EvaluationSpec = attrs.Factory(EvaluationSpec)

@@ -187,8 +187,12 @@ class Trainer:
                             path="training.batch_size", fix="lower training.batch_size or add data")
         self.blocks = self._blocks()
         self._build_optimizers()
-        if checkpoint is None and not self._init_from_checkpoints():
-            self.stack.text_encoder.prepare(self.dataset)  # before the EMA copy: it carries the vocabulary
+        if checkpoint is None:
+            loaded = self._init_from_checkpoints()
+            if self.recipe.text_encoder_init:
+                self._load_pretrained_text_encoder(Path(self.recipe.text_encoder_init))
+            elif not loaded:
+                self.stack.text_encoder.prepare(self.dataset)  # before the EMA copy: it holds the vocabulary
         self.ema: Stack | None = None
         if self.train_spec.ema:
             self.ema = copy.deepcopy(self.stack).requires_grad_(False).eval()
@@ -242,6 +246,18 @@ class Trainer:
                                       "match this recipe's") from None
             loaded = True
         return loaded
+
+    def _load_pretrained_text_encoder(self, path: Path) -> None:
+        from ganstack.encoder_pretraining import load_pretrained
+
+        if not path.is_absolute() and self.resolved.file and not path.exists():
+            path = Path(self.resolved.file).parent / path
+        try:
+            load_pretrained(path, self.stack.text_encoder)
+        except UserError as exc:
+            raise type(exc)(exc.message, file=self.resolved.file, path="text_encoder_init",
+                            fix=exc.fix or "give a file written by `ganstack pretrain-encoder` for this "
+                            "recipe's text encoder") from None
 
     def _blocks(self) -> list[list[int]]:
         n = len(self.stack.stages)

@@ -176,8 +176,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
                       "stages.1.generator.residual_blocks=1", "stages.1.discriminator.ndf=4")
         tiny_shapes = ("stages.0.generator.ngf=8", "dataset.train_size=64")
         return Plan(stage1_batch=2, stage2_batch=2, gen_batch=2, growth_batch=4, batches=(2, 4), loader_batches=4,
-                    paper_overrides=tiny_paper, shapes_overrides=tiny_shapes, matmul_n=128,
-                    conv_shape=(2, 16, 16, 16), conv_out=16, machine_repeats=2)
+                    paper_overrides=tiny_paper, shapes_overrides=tiny_shapes, matmul_n=256,
+                    conv_shape=(4, 64, 16, 16), conv_out=64, machine_repeats=2)
     return Plan(stage1_batch=64, stage2_batch=args.stage2_batch, gen_batch=args.gen_batch, growth_batch=32,
                 batches=(8, 16, 32, 64), loader_batches=args.loader_batches, paper_overrides=(),
                 shapes_overrides=(), matmul_n=2048, conv_shape=(64, 256, 32, 32), conv_out=128, machine_repeats=5)
@@ -313,6 +313,8 @@ class Isolated:
     def __init__(self, console: Console) -> None:
         method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         self._ctx = mp.get_context(method)
+        if method == "forkserver":  # torch.optim.Adam imports dynamo on first use: 2 s a case
+            self._ctx.set_forkserver_preload(["__main__", "torch._dynamo"])
         self._done: dict[Any, Any] = {}
         self.console = console
 
@@ -353,6 +355,18 @@ def measure_machine(plan: Plan, settings: Settings) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- the run
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     plan = make_plan(args)
     settings = Settings(device=args.device, amp=args.amp, threads=args.threads, warmup=args.warmup,
@@ -388,7 +402,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "benchmark": "speed", "quick": args.quick, "command": " ".join(["python", *sys.argv]),
         "environment": {
             "device": device.type,
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+            "device_name": _device_name(device),
             "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "threads": settings.threads or torch.get_num_threads(), "amp": args.amp or "recipe",
             "loadavg_start": list(loadavg_start), "loadavg_end": list(os.getloadavg()),
@@ -472,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=True)
     report = run(args, console)
-    print_report(report, Console())
+    print_report(report, Console(width=None if sys.stdout.isatty() else 130))
     path = args.json or Path(__file__).resolve().parent / "results" / f"speed-{report['environment']['device']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

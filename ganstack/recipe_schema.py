@@ -89,7 +89,7 @@ class TrainingSpec:
     (StackGAN-v2: every stage in every step); ``epochs``: epochs per stage (stagewise) or in all
     (joint); ``batch_size``: examples per step; ``optimizer``: Adam settings by component;
     ``lr_decay_every``: multiply learning rates by ``lr_decay_factor`` every this many epochs
-    (``null``: never); ``lr_decay_factor``: the factor (0.5 halves); ``max_steps``: stop cleanly,
+    (never when null); ``lr_decay_factor``: the factor (0.5 halves); ``max_steps``: stop cleanly,
     with a checkpoint, after this many steps (also ``--max-steps``); ``max_minutes``: stop cleanly
     after this long (also ``--max-minutes``); ``seed``: seeds weights, noise, data order and
     augmentation; ``deterministic``: use deterministic kernels where torch has them;
@@ -154,7 +154,7 @@ class EvaluationSpec:
     """Metrics run during training and by ``ganstack eval``.
 
     ``metrics``: metric components (``ganstack plugins`` lists them); ``every``: steps between
-    evaluations during training (``null``: never); ``n``: images generated per evaluation;
+    evaluations during training (none when null); ``n``: images generated per evaluation;
     ``best``: a metric value name (e.g. ``test/all``) whose best value keeps
     ``checkpoints/best.pt``; ``best_mode``: whether higher (``max``) or lower (``min``) is better
     """

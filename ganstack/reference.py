@@ -26,9 +26,10 @@ _DOC_ITEM = re.compile(r"``(\w+)``:\s*(.+?)(?=(?:;|\.)?\s*``\w+``:|$)", re.S)
 def field_docs(cls: type) -> dict[str, str]:
     """Descriptions of a class's fields from ``metadata['help']`` or its docstring."""
     docs: dict[str, str] = {}
-    text = " ".join((cls.__doc__ or "").split())
-    for name, desc in _DOC_ITEM.findall(text):
-        docs.setdefault(name, desc.strip().rstrip(";.").strip().replace("``", "`"))
+    for klass in cls.__mro__:  # a subclass documents what it changes; the rest comes from its bases
+        text = " ".join((klass.__doc__ or "").split())
+        for name, desc in _DOC_ITEM.findall(text):
+            docs.setdefault(name, desc.strip().rstrip(";.").strip().replace("``", "`"))
     for f in attrs.fields(cls):
         if f.metadata.get("help"):
             docs[f.name] = f.metadata["help"]
@@ -50,7 +51,10 @@ def _default(f: attrs.Attribute) -> str:
         return f"`{{type: {value.type}}}`"
     if isinstance(value, list) and value and hasattr(value[0], "type"):
         return "`[" + ", ".join(f"{{type: {v.type}}}" for v in value) + "]`"
-    return f"`{value!r}`".replace("'", "") if value is not None else "`null`"
+    if value is None:
+        return "`null`"
+    text = value if isinstance(value, str) else repr(value)
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 def options_table(cls: type) -> list[str]:
@@ -61,7 +65,8 @@ def options_table(cls: type) -> list[str]:
     rows = ["| key | type | default | what it does |", "| --- | --- | --- | --- |"]
     for f in fields:
         desc = docs.get(f.name, UNDOCUMENTED).replace("|", "\\|").replace("\n", " ")
-        rows.append(f"| `{f.name}` | {_type_name(f.type).replace('|', 'or')} | {_default(f)} | {desc} |")
+        default = _default(f).replace("|", "\\|")
+        rows.append(f"| `{f.name}` | {_type_name(f.type).replace('|', 'or')} | {default} | {desc} |")
     return [*rows, ""]
 
 

@@ -54,8 +54,9 @@ class TextToImage:
 
     @torch.no_grad()
     def generate(self, texts: Sequence[str] | None = None, *, n: int = 1, seed: int = 0,
-                 embeddings: Tensor | np.ndarray | None = None, eps_seed: int | None = None) -> Samples:
-        """``n`` images per sentence from every stage; sample ``i`` of every caption uses seed ``seed + i``.
+                 embeddings: Tensor | np.ndarray | None = None) -> Samples:
+        """``n`` images per sentence from every stage. Sample ``i`` of every caption draws its noise and
+        its CA samples from seed ``seed + i`` alone, whatever else is in the batch.
 
         ``embeddings`` (one row per caption) replaces ``texts`` for encoders that cannot read new
         sentences (``precomputed``).
@@ -69,25 +70,29 @@ class TextToImage:
                 raise UserError("no text to draw from", fix="give --text \"a sentence\" or --captions FILE")
             text = self.encode(captions)
         seeds = [seed + i for i in range(n)]
-        noise = torch.stack([torch.randn(self.stack.noise_dim, generator=torch.Generator().manual_seed(s))
-                             for s in seeds]).to(self.device)
-        text_rep = text.repeat_interleave(n, dim=0)
-        z = noise.repeat(len(captions), 1)
-        eps = self._eps(len(captions) * n, eps_seed if eps_seed is not None else seed)
-        outs = self.stack.generate(text_rep, z, eps=eps)
+        z, eps = self._noise(seeds)
+        k = len(captions)
+        outs = self.stack.generate(text.repeat_interleave(n, dim=0), z.repeat(k, 1),
+                                   eps=[e.repeat(k, 1) for e in eps])
         return Samples(captions, n, seeds, [out.image.float().cpu() for _c, out in outs])
 
-    def _eps(self, batch: int, seed: int) -> list[Tensor | None]:
-        gen = torch.Generator().manual_seed(seed + 1_000_003)
-        return [torch.randn(batch, int(s.conditioner.out_dim), generator=gen).to(self.device)
-                for s in self.stack.stages]
+    def _noise(self, seeds: Sequence[int]) -> tuple[Tensor, list[Tensor]]:
+        """Noise z and each stage's CA noise, one row per seed, each row from its own seed."""
+        zs, eps = [], []
+        for s in seeds:
+            gen = torch.Generator().manual_seed(s)
+            zs.append(torch.randn(self.stack.noise_dim, generator=gen))
+            eps.append([torch.randn(int(st.conditioner.out_dim), generator=gen) for st in self.stack.stages])
+        per_stage = [torch.stack([e[j] for e in eps]).to(self.device) for j in range(len(self.stack.stages))]
+        return torch.stack(zs).to(self.device), per_stage
 
     @torch.no_grad()
     def ca_variations(self, text: str, k: int, *, seed: int = 0) -> Samples:
         """Fixed noise and text, ``k`` Conditioning Augmentation samples (the paper's figure)."""
         emb = self.encode([text]).repeat(k, 1)
-        z = torch.randn(self.stack.noise_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        outs = self.stack.generate(emb, z.expand(k, -1).contiguous(), eps=self._eps(k, seed + 1))
+        z, _ = self._noise([seed])
+        _, eps = self._noise([seed + 1 + i for i in range(k)])
+        outs = self.stack.generate(emb, z.expand(k, -1).contiguous(), eps=eps)
         return Samples([f"{text} (CA sample {i + 1})" for i in range(k)], 1, [seed] * k,
                        [out.image.float().cpu() for _c, out in outs])
 
@@ -97,7 +102,7 @@ class TextToImage:
         a, b = self.encode([text_a, text_b])
         w = torch.linspace(0, 1, steps, device=self.device).unsqueeze(1)
         emb = (1 - w) * a + w * b
-        z = torch.randn(self.stack.noise_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        z, _ = self._noise([seed])
         zero_eps = [torch.zeros(steps, int(s.conditioner.out_dim), device=self.device) for s in self.stack.stages]
         outs = self.stack.generate(emb, z.expand(steps, -1).contiguous(), eps=zero_eps)
         labels = [f"{1 - float(t):.2f} x '{text_a}' + {float(t):.2f} x '{text_b}'" for t in w[:, 0]]

@@ -39,9 +39,16 @@ LogFn = Callable[[int, dict[str, float]], None]
 
 @attrs.define(frozen=True, kw_only=True)
 class PretrainOptions:
-    """How to pretrain. ``lr`` 7e-4 is Reed's CUB setting (RMSprop there, Adam here);
-    ``batch_size`` 40 is his too. ``eval_examples``: examples scored for retrieval accuracy at the
-    end; ``log_every``: steps between calls of ``log`` with the running mean losses."""
+    """How a text encoder is pretrained against images with the joint-embedding loss.
+
+    ``steps``: optimiser steps, one batch each; ``batch_size``: image-caption pairs per step, each
+    caption scored against every image of the batch (40, Reed's CUB setting); ``lr``: Adam learning
+    rate (7e-4, Reed's CUB setting, with RMSprop there); ``image_encoder_width``: channels of the
+    first of the image encoder's three convolutions (doubled at each); ``seed``: seeds the image
+    encoder's initialisation and the batch order; ``eval_examples``: examples whose retrieval
+    accuracy (each image ranking its caption among 100) is measured at the end; ``log_every``: steps
+    between calls of ``log`` with the mean losses since the last call
+    """
 
     steps: int = attrs.field(default=10000, validator=attrs.validators.ge(1))
     batch_size: int = attrs.field(default=40, validator=attrs.validators.ge(2))

@@ -205,6 +205,24 @@ def test_incomplete_layout_names_the_missing_file(birds: Path, remove: str, name
     assert named in str(info.value) and "Fix:" in str(info.value)
 
 
+def test_captions_fall_back_to_the_download_folder_text_c10(birds: Path) -> None:
+    (birds / "text").rename(birds / "text_c10")
+    data = _build(birds)
+    assert len(data) == 5 and data[2]["caption"].startswith(f"{KEYS[2]} caption")
+    with pytest.raises(DataError) as info:  # an explicit text_dir is taken at its word
+        _build(birds, text_dir="captions")
+    assert "no caption folder 'captions'" in str(info.value) and "text_c10" not in str(info.value)
+
+
+def test_missing_caption_folder_is_named(birds: Path) -> None:
+    (birds / "text").rename(birds / "elsewhere")
+    with pytest.raises(DataError) as info:
+        _build(birds)
+    message = str(info.value)
+    assert message.startswith(f"{birds / 'text'}: no caption folder 'text'") and "nor 'text_c10'" in message
+    assert "`text_dir`" in message
+
+
 def test_missing_root_and_relative_roots(birds: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="docs/datasets.md") as info:
         _build(tmp_path / "nowhere")
@@ -240,7 +258,7 @@ def test_flowers_layout_without_boxes_finds_files_by_name(tmp_path: Path) -> Non
     for n, image in enumerate([root / "jpg" / "image_00001.jpg", root / "jpg" / "more" / "image_00002.jpg"], 1):
         image.parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (60, 40), (10 * n, 100, 200)).save(image)
-        text = root / "text" / f"class_{n:05d}" / f"image_{n:05d}.txt"
+        text = root / "text_c10" / f"class_{n:05d}" / f"image_{n:05d}.txt"  # as the download unpacks
         text.parent.mkdir(parents=True)
         text.write_text(f"flower {n}\n")
     data = _build(root, name="stackgan-flowers", resolutions=(16,))

@@ -6,6 +6,7 @@ Layout, relative to ``root`` (``split`` is ``train`` or ``test``)::
     <split>/char-CNN-RNN-embeddings.pickle  float (N, captions, dim); option ``embeddings_file``
     <split>/class_info.pickle               class id per example (optional)
     <text_dir>/<key>.txt                    one caption per line; line j pairs with embedding j
+                                            (default text/, else StackGAN's download name text_c10/)
     <image_dir>[/images]/<key>.jpg          the image
     <image_dir>/images.txt, bounding_boxes.txt   CUB's boxes (x, y, w, h), read when ``crop_boxes``
 
@@ -33,6 +34,7 @@ from ganstack_defaults.data_paths import DOCS, FileFinder, non_empty, resolve_ro
 from ganstack_defaults.data_transforms import Box, load_size
 
 EMBEDDINGS_FILE = "char-CNN-RNN-embeddings.pickle"
+DOWNLOAD_TEXT_DIR = "text_c10"  # what StackGAN's birds and flowers downloads call the caption folder
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -52,6 +54,7 @@ class StackGANBirdsOptions:
     ``root`` where CUB-200-2011 is unpacked: images at ``images/<key>.jpg``, with the box tables
     beside ``images/``; ``text_dir``: folder under ``root`` of the ``<key>.txt`` caption files, one
     caption a line, line j pairing with embedding j; files elsewhere below it are found by name;
+    left at ``text`` and with no such folder, ``text_c10`` (the name in StackGAN's downloads) is read;
     ``flip``: mirror half the training crops at random, as StackGAN does (turn off when captions say
     left or right); ``skip_corrupt``: leave out images that cannot be decoded (logged, and listed in
     the cache's ``.meta.json``) instead of stopping with an error that names the first
@@ -83,7 +86,8 @@ class StackGANFlowersOptions(StackGANBirdsOptions):
     ``images.txt`` and ``bounding_boxes.txt`` in ``image_dir``); ``image_dir``: folder under
     ``root`` holding the Oxford-102 images (its archive unpacks as ``jpg/``); images are found by
     file name; ``text_dir``: folder under ``root`` of the ``<key>.txt`` caption files, one caption a
-    line, line j pairing with embedding j; files elsewhere below it are found by name; ``flip``:
+    line, line j pairing with embedding j; files elsewhere below it are found by name; left at
+    ``text`` and with no such folder, ``text_c10`` (the name in StackGAN's downloads) is read; ``flip``:
     mirror half the training crops at random, as StackGAN does (turn off when captions say left or
     right); ``skip_corrupt``: leave out images that cannot be decoded (logged, and listed in the
     cache's ``.meta.json``) instead of stopping with an error that names the first
@@ -109,10 +113,10 @@ class StackGANCocoOptions(StackGANBirdsOptions):
     folder under ``root`` searched for each ``<name>.jpg``; empty (default) searches ``root``
     itself, so ``train2014/`` and ``val2014/`` are both found; ``text_dir``: folder under ``root``
     of the ``<key>.txt`` caption files, one caption a line, line j pairing with embedding j; files
-    elsewhere below it are found by name; ``flip``: mirror half the training crops at random, as
-    StackGAN does (turn off when captions say left or right); ``skip_corrupt``: leave out images
-    that cannot be decoded (logged, and listed in the cache's ``.meta.json``) instead of stopping
-    with an error that names the first
+    elsewhere below it are found by name; left at ``text`` and with no such folder, ``text_c10`` is
+    read; ``flip``: mirror half the training crops at random, as StackGAN does (turn off when
+    captions say left or right); ``skip_corrupt``: leave out images that cannot be decoded (logged,
+    and listed in the cache's ``.meta.json``) instead of stopping with an error that names the first
     """
 
     root: str = attrs.field(default="Data/coco", validator=non_empty)
@@ -165,6 +169,21 @@ def _class_ids(split_dir: Path, keys: list[str]) -> np.ndarray:
     return np.array([names.index(f) if f else -1 for f in folders], dtype=np.int64)
 
 
+def _text_folder(root: Path, options: StackGANBirdsOptions, dataset: str) -> Path:
+    """The caption folder: ``text_dir``, or, when that is the default and absent, the download's name."""
+    folder = root / options.text_dir
+    if folder.is_dir():
+        return folder
+    is_default = options.text_dir == attrs.fields(type(options)).text_dir.default
+    if is_default and (root / DOWNLOAD_TEXT_DIR).is_dir():
+        return root / DOWNLOAD_TEXT_DIR
+    also = f" (nor '{DOWNLOAD_TEXT_DIR}' beside it)" if is_default else ""
+    raise DataError(
+        f"no caption folder '{options.text_dir}' under the {dataset} root{also}", file=str(folder),
+        fix=f"set `text_dir` to the folder under `root` holding the <key>.txt caption files; {DOCS} says "
+        "where to get them")
+
+
 def _captions(text_dir: Path, keys: list[str], dataset: str) -> list[list[str]]:
     finder = FileFinder(text_dir, ".txt")
     captions = []
@@ -173,8 +192,8 @@ def _captions(text_dir: Path, keys: list[str], dataset: str) -> list[list[str]]:
         if path is None:
             raise DataError(
                 f"no caption file for '{key}'", file=str(finder.expected(key)),
-                fix=f"put the {dataset} text files under '{text_dir}' (option `text_dir`; Oxford-102's "
-                f"unpack as text_c10); {DOCS} says where to get them")
+                fix=f"put the {dataset} text files under '{text_dir}' (option `text_dir`); {DOCS} says "
+                "where to get them")
         lines = [s.strip() for s in path.read_text(encoding="utf-8", errors="replace").splitlines()]
         if not any(lines):
             raise DataError("caption file is empty", file=str(path), fix="restore the file from the download")
@@ -247,7 +266,7 @@ def build_stackgan(dataset: str, options: StackGANBirdsOptions, ctx: DataContext
     embeddings = (_embeddings(split_dir / options.embeddings_file, dataset, len(keys))
                   if options.embeddings_file else None)
     class_ids = _class_ids(split_dir, keys)
-    captions = _captions(root / options.text_dir, keys, dataset)
+    captions = _captions(_text_folder(root, options, dataset), keys, dataset)
     files = _image_files(root, keys, options, dataset)
     store = cached_images(ctx.cache_dir, f"{dataset}-{split}", files, load_size(max(ctx.resolutions)),
                           skip_corrupt=options.skip_corrupt)

@@ -33,7 +33,17 @@ FID_CACHE_VERSION = 1
 
 @attrs.define(frozen=True, kw_only=True)
 class InceptionScoreOptions:
-    """``weights`` is required: a torchvision Inception-v3 state dict (nothing downloads)."""
+    """Inception Score settings; ``weights`` is required, as nothing is downloaded.
+
+    ``weights``: a torchvision-layout Inception-v3 state dict file (``torch.save(model.state_dict(),
+    FILE)``; for CUB, the paper's fine-tuned model converted to that layout); its sha256 is reported
+    beside the score; ``splits``: the images are scored in this many equal parts and the mean and
+    standard deviation over the parts reported (10 in the paper); ``batch_size``: images generated
+    and judged at a time; ``num_classes``: the class count the weights must have, checked (null: read
+    from the file's ``fc`` layer); ``split``: the split whose captions drive generation (the first
+    ``n`` examples, one image per caption); ``stage``: which stage's images are scored, 1-based
+    (null: the last); ``seed``: noise seed, batch ``b`` uses ``seed + b``, so a stack's score repeats
+    """
 
     weights: str
     splits: int = attrs.field(default=10, validator=v.ge(1))
@@ -46,7 +56,17 @@ class InceptionScoreOptions:
 
 @attrs.define(frozen=True, kw_only=True)
 class FidOptions:
-    """``weights`` as for the Inception Score; reference statistics are cached in ``cache_dir``."""
+    """FID settings; ``weights`` is required, as nothing is downloaded.
+
+    ``weights``: a torchvision-layout Inception-v3 state dict file, as for ``inception-score``; FID
+    compares its 2048-d pool features, and its sha256 is reported beside the score;
+    ``batch_size``: images generated and judged at a time; ``split``: the split whose first ``n``
+    examples give both the captions to generate from and the real images to compare with;
+    ``stage``: which stage's images are scored, 1-based (null: the last), against real images at
+    that stage's resolution; ``seed``: noise seed, batch ``b`` uses ``seed + b``;
+    ``cache_dir``: folder caching the real images' statistics, keyed by the weights' sha256, the
+    preprocessing, the dataset and ``n`` (delete it after changing a custom dataset's data)
+    """
 
     weights: str
     batch_size: int = attrs.field(default=50, validator=v.ge(1))

@@ -25,8 +25,16 @@ from ganstack_defaults.metric_sources import generate, item_batches
 
 @attrs.define(frozen=True, kw_only=True)
 class RPrecisionOptions:
-    """``encoder_checkpoint`` (required) is the file ``ganstack pretrain-encoder`` wrote;
-    ``text_encoder`` the registered name of the encoder pretrained in it."""
+    """R-precision settings; ``encoder_checkpoint`` is required.
+
+    ``encoder_checkpoint``: the file ``ganstack pretrain-encoder`` wrote, holding the text encoder
+    and the image encoder trained with it; ``text_encoder``: the registered name of the text encoder
+    pretrained in that file (``char-cnn-rnn`` or ``bow``), rebuilt with the options stored there;
+    ``split``: the split whose first ``n`` examples give the captions to generate from and rank, and
+    whose real images give ``real_r_precision``; ``batch_size``: images generated at a time;
+    ``stage``: which stage's images are ranked, 1-based (null: the last); ``seed``: noise seed,
+    batch ``b`` uses ``seed + b``
+    """
 
     encoder_checkpoint: str
     text_encoder: str = "char-cnn-rnn"

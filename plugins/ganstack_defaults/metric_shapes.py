@@ -36,7 +36,15 @@ SPLITS = ("test", "holdout")
 
 @attrs.define(frozen=True, kw_only=True)
 class ShapesAlignmentOptions:
-    """``seed`` picks the evaluated scenes; the ``judge_*`` options shape the cached judge."""
+    """Shapes alignment settings; the ``judge_*`` options shape the judge, trained once and cached.
+
+    ``seed``: picks the evaluated ``test`` and ``holdout`` scenes and their captions, and seeds the
+    noise (batch ``b`` uses ``seed + b``); the judge's own training seed is fixed; ``batch_size``:
+    images generated and judged at a time; ``stage``: which stage's images are judged, 1-based
+    (null: the last); ``cache_dir``: folder caching trained judges, one per resolution and judge
+    setting; ``judge_steps``: training steps of the judge; ``judge_train_scenes``: real ``train``
+    scenes the judge learns from (100 or more)
+    """
 
     seed: int = 0
     batch_size: int = attrs.field(default=64, validator=v.ge(1))

@@ -201,6 +201,8 @@ class Trainer:
         self.nonfinite = 0
         self.skipped_steps = 0
         self._bad_term: tuple[int, str] | None = None
+        self._seconds_before = 0.0  # training time of earlier processes of this run (resumed runs)
+        self._started = time.monotonic()
         self.best: float | None = None
         if checkpoint is not None:
             self._restore(checkpoint)
@@ -435,7 +437,8 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "position": attrs.asdict(self.position),
             "world_size": self.dist.world_size,
-            "counters": {"skipped_steps": self.skipped_steps, "best": self.best},
+            "counters": {"skipped_steps": self.skipped_steps, "best": self.best,
+                         "train_seconds": self.train_seconds()},
             "rng": rng_state(),
             "resolutions": list(self.stack.resolutions),
         }
@@ -462,6 +465,7 @@ class Trainer:
             self.position.batch = self.position.batch * saved_world // self.dist.world_size
         self.skipped_steps = ckpt["counters"]["skipped_steps"]
         self.best = ckpt["counters"]["best"]
+        self._seconds_before = float(ckpt["counters"].get("train_seconds", 0.0))
         self._pending_rng = ckpt["rng"]
 
     def save(self, name: str = "last") -> Path:
@@ -639,7 +643,8 @@ class Trainer:
             elapsed = max(time.monotonic() - iv["start"], 1e-9)
             record = {"step": pos.step, "epoch": pos.epoch, "stage": active[-1] + 1,
                       **{n: round(float(v), 6) for n, v in means.items()}, **self._learning_rates(),
-                      "images_per_s": round(iv["images"] / elapsed, 2), "skipped_steps": self.skipped_steps}
+                      "images_per_s": round(iv["images"] / elapsed, 2), "skipped_steps": self.skipped_steps,
+                      "time_s": round(self.train_seconds(), 2)}
             self._write_log(record)
             if self.progress and self.dist.is_main:
                 self.progress.update(pos.step, record)
@@ -656,6 +661,10 @@ class Trainer:
             self.save()
             if out.keep_every and pos.step % out.keep_every == 0:
                 self.save(f"step_{pos.step:07d}")
+
+    def train_seconds(self) -> float:
+        """Wall-clock seconds this run has trained, across resumes."""
+        return self._seconds_before + time.monotonic() - self._started
 
     def _write_log(self, record: dict[str, Any]) -> None:
         if self._log is not None:

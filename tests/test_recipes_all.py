@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_datasets_stackgan import _layout
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -71,7 +71,7 @@ def test_run_writes_every_output(cli, tmp_path: Path) -> None:
     for key in ("ganstack", "torch", "device", "seed", "amp", "channels_last", "compile", "plugins", "git_commit"):
         assert key in env
     line = metrics(out)[-1]
-    for key in ("step", "epoch", "stage", "images_per_s", "lr/stage1/g", "lr/stage1/d", "g_total"):
+    for key in ("step", "epoch", "stage", "images_per_s", "time_s", "lr/stage1/g", "lr/stage1/d", "g_total"):
         assert key in line
     sheets = sorted((out / "samples").glob("*.png"))
     assert [p.name for p in sheets] == ["step_0000002.png", "step_0000004.png"]
@@ -88,8 +88,10 @@ def test_resume_is_bit_exact_across_a_stage_boundary(cli, tmp_path: Path) -> Non
     assert cli("run", TINY, "--out", part, "--max-steps", 5)[0] == 0  # stops inside stage 1 (6 steps)
     code, out, err = cli("run", "--resume", part, "--max-steps", 9)
     assert code == 0, out + err
-    strip = [{k: v for k, v in line.items() if k != "images_per_s"} for line in metrics(full)]
-    assert strip == [{k: v for k, v in line.items() if k != "images_per_s"} for line in metrics(part)]
+    timing = ("images_per_s", "time_s")  # wall-clock readings differ, everything else must not
+    strip = [{k: v for k, v in line.items() if k not in timing} for line in metrics(full)]
+    assert strip == [{k: v for k, v in line.items() if k not in timing} for line in metrics(part)]
+    assert metrics(part)[-1]["time_s"] > metrics(part)[4]["time_s"]  # training time adds up across resumes
     a, b = weights(full), weights(part)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

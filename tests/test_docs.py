@@ -1,0 +1,77 @@
+"""The docs stay true: generated references are current, every option and hook is documented."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from ganstack import hookspecs
+from ganstack.reference import UNDOCUMENTED, cli_page, default_entries, recipes_page
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def _hooks() -> list[str]:
+    return [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+            if hasattr(fn, f"{hookspecs.PROJECT}_spec")]
+
+
+def test_recipe_reference_is_current_and_complete(monkeypatch: pytest.MonkeyPatch) -> None:
+    page = recipes_page(default_entries())
+    assert UNDOCUMENTED not in page, [line for line in page.splitlines() if UNDOCUMENTED in line][:10]
+    assert (DOCS / "recipes.md").read_text(encoding="utf-8") == page, \
+        "docs/recipes.md is stale: run `python -m ganstack.reference recipes > docs/recipes.md`"
+
+
+def test_every_registered_default_option_is_in_the_reference() -> None:
+    import attrs
+
+    page = (DOCS / "recipes.md").read_text(encoding="utf-8")
+    for entry in default_entries():
+        kind_part = page.split(f"\n## {entry.kind}\n", 1)[1].split("\n## ", 1)[0]
+        section = kind_part.split(f"### `{entry.name}`", 1)
+        assert len(section) == 2, f"{entry.kind} '{entry.name}' has no section"
+        for field in attrs.fields(entry.options):
+            assert f"| `{field.name}` |" in section[1].split("### ", 1)[0], (entry.kind, entry.name, field.name)
+
+
+def test_cli_reference_is_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    assert (DOCS / "cli.md").read_text(encoding="utf-8") == cli_page(), \
+        "docs/cli.md is stale: run `python -m ganstack.reference cli > docs/cli.md`"
+
+
+@pytest.mark.parametrize("hook", _hooks())
+def test_every_hook_is_documented_and_tested(hook: str) -> None:
+    assert f"`{hook}(register)`" in (DOCS / "writing-plugins.md").read_text(encoding="utf-8")
+    assert f"def {hook}" in (DOCS / "writing-plugins.md").read_text(encoding="utf-8")
+    tests = [p for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_docs.py"]
+    assert any(f"def {hook}(" in p.read_text(encoding="utf-8") for p in tests), f"no test implements {hook}"
+
+
+def test_there_is_at_least_one_hook() -> None:
+    assert _hooks() == ["register_components"]
+
+
+def test_readme_and_docs_links_resolve() -> None:
+    for page in [ROOT / "README.md", *DOCS.glob("*.md")]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def test_readme_lists_every_docs_page() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for page in DOCS.glob("*.md"):
+        assert f"docs/{page.name}" in readme, f"README does not link docs/{page.name}"
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert 'pip install -e ".[test]" && pytest' in readme
+    assert 'pip install -e ".[test]"' in ci and "\npytest" in ci
+    assert "ganstack run recipes/shapes_quickstart.yaml" in readme

@@ -41,6 +41,10 @@ def _add_set(p: argparse.ArgumentParser) -> None:
                    "--set stages.1.discriminator.ndf=32 (VALUE is read as YAML; repeatable)")
 
 
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganstack", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolate", nargs=2, metavar=("TEXT_A", "TEXT_B"),
                    help="interpolate the condition between two sentences, noise fixed")
     p.add_argument("--steps", type=int, default=8, help="interpolation steps (with --interpolate)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    _add_device(p)
     p.add_argument("--no-ema", action="store_true", help="use the trained weights even where the run kept an EMA")
 
     p = sub.add_parser("eval", help="score a trained run with metric plugins",
@@ -107,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="set an option on every chosen metric that has it, e.g. --option split=holdout")
     p.add_argument("--out", help="where to write eval.json (default: beside the checkpoint)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    _add_device(p)
 
     p = sub.add_parser("pretrain-encoder", help="pretrain a recipe's text encoder against images",
                        description="Train the recipe's text encoder (char-cnn-rnn or bow) with the symmetric "
@@ -120,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=2000, help="training steps")
     p.add_argument("--batch-size", type=int, default=40, help="pairs per step")
     p.add_argument("--lr", type=float, default=7e-4, help="Adam learning rate")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    _add_device(p)
 
     p = sub.add_parser("data", help="look at a recipe's data as the stack sees it")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION")

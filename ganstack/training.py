@@ -207,14 +207,17 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint)
         self.sample_batch = self._sample_batch()
+        if self.train_spec.compile:  # in place: state-dict keys (and so checkpoints) stay the same
+            for stage in self.stack.stages:
+                stage.generator.compile()
+                for part in stage.discriminator.children():
+                    part.compile()
         self.g_phase = distributed.wrap(GeneratorPhase(self.stack), self.dist, self.device)
         self.d_phases = [distributed.wrap(DiscriminatorPhase(s.discriminator, s.losses, k), self.dist, self.device)
                          for k, s in enumerate(self.stack.stages)]
         if self.dist.enabled:  # identical weights everywhere (DDP broadcasts them), different noise per rank
             torch.manual_seed(self.train_spec.seed + 7919 * self.dist.rank)
         self.step_fn = self._step
-        if self.train_spec.compile:
-            self.stack.stages = torch.compile(self.stack.stages)  # type: ignore[assignment]
 
     # ------------------------------------------------------------------------------------ building
     def _init_from_checkpoints(self) -> bool:

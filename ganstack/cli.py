@@ -240,6 +240,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                             fix=f"continue it with `ganstack run --resume {out}`, or choose another --out")
         if _main_process():
             _prepare_out(out)
+        console.print(f"Building {resolved.recipe.name} and preparing its data (generated or cached on first "
+                      "use)...")
         trainer = Trainer(resolved, out, **kwargs)
         if _main_process():
             import yaml
@@ -257,6 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{samples[-1] if samples else out_dir / 'samples'}; checkpoint: {result['checkpoint']}")
     if result["ended"] != "finished":
         console.print(f"Continue with: ganstack run --resume {out_dir}")
+    console.print(f'Draw from your own sentence: ganstack sample {out_dir} --text "..." (see `ganstack sample --help`)')
     if result["world_size"] > 1:
         console.print(f"{result['world_size']} processes; replicas in sync: {result['replicas_in_sync']}")
     return 0

@@ -16,7 +16,8 @@ def _fmt(record: dict[str, Any]) -> str:
 
 
 class Progress:
-    """Stage, epoch, step of total, losses, images/s and ETA."""
+    """Stage, epoch, step of total, losses, images/s and the time left (the sooner of the last
+    step and the time budget)."""
 
     def __init__(self, console: Any) -> None:
         self.console = console
@@ -26,32 +27,39 @@ class Progress:
         self._started = 0.0
         self._first = 0
         self._total = 0
+        self._budget_s: float | None = None
 
-    def start(self, total: int, done: int) -> None:
+    def start(self, total: int, done: int, budget_minutes: float | None = None) -> None:
         self._started, self._first, self._total = time.monotonic(), done, total
+        self._budget_s = budget_minutes * 60 if budget_minutes else None
         if self.interactive:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                                     TextColumn("{task.fields[left]}"), TextColumn("{task.fields[info]}"),
                                      console=self.console, transient=False)
             self._bar.start()
-            self._task = self._bar.add_task("training", total=total, completed=done, info="")
+            self._task = self._bar.add_task("training", total=total, completed=done, info="", left="")
+
+    def time_left(self, step: int) -> str:
+        elapsed = time.monotonic() - self._started
+        rate = (step - self._first) / max(elapsed, 1e-9)
+        left = (self._total - step) / rate if rate > 0 else float("inf")
+        if self._budget_s is not None:
+            left = min(left, max(self._budget_s - elapsed, 0.0))
+        return "?" if left == float("inf") else f"{left / 60:.1f} min left"
 
     def update(self, step: int, record: dict[str, Any] | None) -> None:
         if self._bar is not None:
-            fields = {}
+            fields = {"left": self.time_left(step)}
             if record is not None:
-                fields["info"] = f"stage {record['stage']} epoch {record['epoch']} {_fmt(record)} " \
-                                 f"{record['images_per_s']:.1f} img/s"
-                fields["description"] = f"stage {record['stage']}"
+                fields["info"] = (f"stage {record['stage']} epoch {record['epoch']} {_fmt(record)} "
+                                  f"{record['images_per_s']:.1f} img/s")
             self._bar.update(self._task, completed=step, **fields)
         elif record is not None:
-            rate = (step - self._first) / max(time.monotonic() - self._started, 1e-9)
-            eta = (self._total - step) / rate if rate > 0 else float("nan")
             self.console.print(f"step {step}/{self._total} stage {record['stage']} epoch {record['epoch']} "
-                               f"{_fmt(record)} {record['images_per_s']:.1f} img/s eta {eta / 60:.1f} min")
+                               f"{_fmt(record)} {record['images_per_s']:.1f} img/s {self.time_left(step)}")
 
     def stop(self) -> None:
         if self._bar is not None:

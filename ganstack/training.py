@@ -589,7 +589,7 @@ class Trainer:
         self._interval = {"sums": {}, "count": 0, "start": time.monotonic(), "images": 0}
         ended = "finished"
         if self.progress and self.dist.is_main:
-            self.progress.start(self.total_steps(), self.position.step)
+            self.progress.start(self.total_steps(), self.position.step, self.max_minutes)
         try:
             pos = self.position
             while pos.block < len(self.blocks) and ended == "finished":

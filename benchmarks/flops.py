@@ -15,11 +15,16 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def count_flops(fn: Callable[[], object]) -> int:
-    """Forward and backward conv/matmul FLOPs of everything ``fn`` runs, as dispatched (exact for what ran)."""
+def count_flops(fn: Callable[[], object]) -> dict[str, int]:
+    """Forward and backward conv/matmul FLOPs of everything ``fn`` runs, by op (``convolution_backward``...).
+
+    Counted as dispatched, so exact for what ran: frozen parts' skipped gradients are not counted.
+    """
     with FlopCounterMode(display=False) as counter:
         fn()
-    return int(counter.get_total_flops())
+    return {
+        str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()
+    }
 
 
 def synchronize(device: torch.device) -> None:
@@ -59,8 +64,14 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int, repeats: int
 
 
 @torch.no_grad()
-def conv_gflops(device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int, int], out_channels: int,
-                channels_last: bool, repeats: int) -> float:
+def conv_gflops(
+    device: torch.device,
+    dtype: torch.dtype,
+    shape: tuple[int, int, int, int],
+    out_channels: int,
+    channels_last: bool,
+    repeats: int,
+) -> float:
     """Attainable rate of a padded 3x3 convolution of a ``[B, C, H, W]`` input to ``out_channels``."""
     batch, channels, height, width = shape
     fmt = torch.channels_last if channels_last else torch.contiguous_format

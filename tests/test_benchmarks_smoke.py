@@ -11,9 +11,21 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STEP_KEYS = {"recipe", "stages", "active_stages", "batch", "resolution", "seconds_per_step", "seconds",
-             "images_per_s", "peak_memory_mb", "flops_per_step", "achieved_gflops", "fraction_of_conv",
-             "loadavg_1min"}
+STEP_KEYS = {
+    "recipe",
+    "stages",
+    "active_stages",
+    "batch",
+    "resolution",
+    "seconds_per_step",
+    "seconds",
+    "images_per_s",
+    "peak_memory_mb",
+    "flops_per_step",
+    "achieved_gflops",
+    "fraction_of_conv",
+    "loadavg_1min",
+}
 
 
 def _positive(value: float) -> bool:
@@ -23,9 +35,22 @@ def _positive(value: float) -> bool:
 def test_speed_quick_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "speed.json"
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--device", "cpu",
-                           "--json", str(out)], cwd=os.getcwd(), capture_output=True, text=True, timeout=120,
-                          check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "speed.py"),
+            "--quick",
+            "--device",
+            "cpu",
+            "--json",
+            str(out),
+        ],
+        cwd=os.getcwd(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert elapsed < 60, f"--quick took {elapsed:.0f} s"
@@ -51,7 +76,10 @@ def test_speed_quick_writes_the_report(tmp_path: Path) -> None:
     flops = [s["flops_per_step"] for s in report["growth"]["by_stages"]]
     assert flops == sorted(flops) and len(set(flops)) == 3
     by_batch = report["growth"]["by_batch"]
-    assert by_batch[0]["batch"] < by_batch[-1]["batch"] and by_batch[0]["flops_per_step"] < by_batch[-1]["flops_per_step"]
+    assert (
+        by_batch[0]["batch"] < by_batch[-1]["batch"]
+        and by_batch[0]["flops_per_step"] < by_batch[-1]["flops_per_step"]
+    )
 
     assert {g["resolution"] for g in report["generation"].values()} == {64, 256}
     loader = report["loader"]

@@ -10,8 +10,10 @@ An option's description comes from its class docstring, written ``` ``name``: wh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
+import typing
 from typing import Any
 
 import attrs
@@ -37,8 +39,12 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _type_name(tp: Any) -> str:
-    text = tp if isinstance(tp, str) else getattr(tp, "__name__", None) or str(tp)
-    return str(text).replace("typing.", "").replace("NoneType", "None")
+    """One spelling of a field's type whether attrs holds it as a string or resolved (``int | None``)."""
+    if isinstance(tp, type) and typing.get_origin(tp) is None:
+        text = tp.__name__
+    else:
+        text = re.sub(r"\b(?:[A-Za-z_]\w*\.)+(\w+)", r"\1", str(tp))
+    return text.replace("NoneType", "None")
 
 
 def _default(f: attrs.Attribute) -> str:
@@ -58,6 +64,8 @@ def _default(f: attrs.Attribute) -> str:
 
 
 def options_table(cls: type) -> list[str]:
+    with contextlib.suppress(NameError):  # resolved types print the same whatever ran before
+        attrs.resolve_types(cls)
     fields = attrs.fields(cls)
     if not fields:
         return ["No options.", ""]

@@ -102,6 +102,9 @@ def _describe(exc: BaseException, path: str, cls: type) -> tuple[str, str, str |
         return path, "required key is missing", f"add '{path.rsplit('.', 1)[-1]}' to the recipe"
     message = str(exc).strip() or type(exc).__name__
     fix = None
+    if isinstance(exc, TypeError) and re.search(r"not (iterable|subscriptable)|has no attribute", message):
+        message = "expected a mapping of keys here (or a list of them), got a single value"
+        fix = "write this entry as keys and values, as `ganstack check` prints them"
     if isinstance(exc, ValueError) and len(exc.args) == 4 and isinstance(exc.args[0], str):
         message, _attr, choices, value = exc.args  # attrs' in_ validator
         message = f"{message}{did_you_mean(value, choices)}"

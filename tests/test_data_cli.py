@@ -55,9 +55,11 @@ def test_wrong_pairs_from_another_class(cli, tmp_path: Path) -> None:
 
 
 def test_learning_rate_halves_every_decay_interval(cli, tmp_path: Path) -> None:
+    write(tmp_path / "base.yaml", TINY.read_text())
+    recipe = write(tmp_path / "one.yaml", "base: base.yaml\nstages: {1: null}\n")
     out = tmp_path / "run"
-    code, stdout, err = cli("run", TINY, "--out", out, "--set", "training.epochs=3", "--set", "training.lr_decay_every=1",
-                            "--set", "dataset.train_size=16", "--set", "stages={1: null}", "--max-steps", 6)
+    code, stdout, err = cli("run", recipe, "--out", out, "--set", "training.epochs=3", "--set", "training.lr_decay_every=1",
+                            "--set", "dataset.train_size=16", "--max-steps", 6)
     assert code == 0, stdout + err
     rates = {line["epoch"]: line["lr/stage1/g"] for line in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
     assert rates == {0: 2e-4, 1: 1e-4, 2: 5e-5}

@@ -78,6 +78,12 @@ def test_bad_set_path(cli, tmp_path: Path, assignment: str, expected: str) -> No
     assert expected in message
 
 
+def test_a_value_where_a_mapping_belongs(cli, tmp_path: Path) -> None:
+    recipe = write(tmp_path / "r.yaml", GOOD)
+    message = _check(cli, recipe, "--set", "stages={1: null}")
+    assert "stages[0]" in message and "expected a mapping of keys" in message
+
+
 def test_set_typed_value_error_names_path(cli, tmp_path: Path) -> None:
     recipe = write(tmp_path / "r.yaml", GOOD)
     message = _check(cli, recipe, "--set", "stages.1.discriminator.ndf=wide")

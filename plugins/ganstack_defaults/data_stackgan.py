@@ -73,24 +73,11 @@ class StackGANBirdsOptions:
 
 @attrs.define(frozen=True, kw_only=True)
 class StackGANFlowersOptions(StackGANBirdsOptions):
-    """Options of ``stackgan-flowers``: Oxford-102 is not cropped.
+    """Options of ``stackgan-flowers``: Oxford-102 is not cropped (other options as ``stackgan-birds``).
 
-    ``root``: the folder holding ``train/`` and ``test/`` (absolute, or relative to the recipe's
-    folder, then to the working folder); ``split``: ``train`` or ``test`` reads that split for every
-    use; ``null`` (default) reads the split each use asks for (training ``train``, a metric its own
-    ``split``); ``embeddings_per_sample``: caption embeddings averaged per training example, drawn
-    at random without repeats (1: the PyTorch port; 4: the TensorFlow code); other splits average
-    the first ones; ``embeddings_file``: the embeddings pickle in each split folder, an array
-    (examples, captions, dim); ``null`` reads none, for a text encoder that reads the captions
-    instead; ``crop_boxes``: off, as Oxford-102 has no bounding boxes (on, it reads CUB-style
-    ``images.txt`` and ``bounding_boxes.txt`` in ``image_dir``); ``image_dir``: folder under
-    ``root`` holding the Oxford-102 images (its archive unpacks as ``jpg/``); images are found by
-    file name; ``text_dir``: folder under ``root`` of the ``<key>.txt`` caption files, one caption a
-    line, line j pairing with embedding j; files elsewhere below it are found by name; left at
-    ``text`` and with no such folder, ``text_c10`` (the name in StackGAN's downloads) is read; ``flip``:
-    mirror half the training crops at random, as StackGAN does (turn off when captions say left or
-    right); ``skip_corrupt``: leave out images that cannot be decoded (logged, and listed in the
-    cache's ``.meta.json``) instead of stopping with an error that names the first
+    ``crop_boxes``: off, as Oxford-102 has no bounding boxes (on, it reads CUB-style ``images.txt``
+    and ``bounding_boxes.txt`` in ``image_dir``); ``image_dir``: folder under ``root`` holding the
+    Oxford-102 images (its archive unpacks as ``jpg/``); images are found by file name
     """
 
     root: str = attrs.field(default="Data/flowers", validator=non_empty)
@@ -100,23 +87,13 @@ class StackGANFlowersOptions(StackGANBirdsOptions):
 
 @attrs.define(frozen=True, kw_only=True)
 class StackGANCocoOptions(StackGANBirdsOptions):
-    """Options of ``stackgan-coco``: images found by file name anywhere under ``root``.
+    """Options of ``stackgan-coco``: images found by file name anywhere under ``root`` (other options
+    as ``stackgan-birds``).
 
     ``root``: the folder holding ``train/`` and ``test/`` and the COCO images (absolute, or relative
-    to the recipe's folder, then to the working folder); ``split``: ``train`` or ``test`` reads that
-    split for every use; ``null`` (default) reads the split each use asks for (training ``train``, a
-    metric its own ``split``); ``embeddings_per_sample``: caption embeddings averaged per training
-    example, drawn at random without repeats (1: the PyTorch port; 4: the TensorFlow code); other
-    splits average the first ones; ``embeddings_file``: the embeddings pickle in each split folder,
-    an array (examples, captions, dim); ``null`` reads none, for a text encoder that reads the
-    captions instead; ``crop_boxes``: off, as COCO has no CUB-style box tables; ``image_dir``:
-    folder under ``root`` searched for each ``<name>.jpg``; empty (default) searches ``root``
-    itself, so ``train2014/`` and ``val2014/`` are both found; ``text_dir``: folder under ``root``
-    of the ``<key>.txt`` caption files, one caption a line, line j pairing with embedding j; files
-    elsewhere below it are found by name; left at ``text`` and with no such folder, ``text_c10`` is
-    read; ``flip``: mirror half the training crops at random, as StackGAN does (turn off when
-    captions say left or right); ``skip_corrupt``: leave out images that cannot be decoded (logged,
-    and listed in the cache's ``.meta.json``) instead of stopping with an error that names the first
+    to the recipe's folder, then to the working folder); ``crop_boxes``: off, as COCO has no
+    CUB-style box tables; ``image_dir``: folder under ``root`` searched for each ``<name>.jpg``;
+    empty (default) searches ``root`` itself, so ``train2014/`` and ``val2014/`` are both found
     """
 
     root: str = attrs.field(default="Data/coco", validator=non_empty)

@@ -22,9 +22,8 @@ def count_flops(fn: Callable[[], object]) -> dict[str, int]:
     """
     with FlopCounterMode(display=False) as counter:
         fn()
-    return {
-        str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()
-    }
+    counts = counter.get_flop_counts().get("Global", {})
+    return {str(op).removeprefix("aten."): int(n) for op, n in counts.items()}
 
 
 def synchronize(device: torch.device) -> None:
@@ -64,14 +63,8 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int, repeats: int
 
 
 @torch.no_grad()
-def conv_gflops(
-    device: torch.device,
-    dtype: torch.dtype,
-    shape: tuple[int, int, int, int],
-    out_channels: int,
-    channels_last: bool,
-    repeats: int,
-) -> float:
+def conv_gflops(device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int, int], out_channels: int,
+                channels_last: bool, repeats: int) -> float:
     """Attainable rate of a padded 3x3 convolution of a ``[B, C, H, W]`` input to ``out_channels``."""
     batch, channels, height, width = shape
     fmt = torch.channels_last if channels_last else torch.contiguous_format

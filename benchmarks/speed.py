@@ -1,6 +1,7 @@
 """Speed of ganstack's training step, sampling and data loading, next to what this machine attains.
 
     python benchmarks/speed.py                 # the paper's steps, cost growth, loader (minutes on a CPU)
+    python benchmarks/speed.py --threads 1     # steadier on a machine shared with other processes
     python benchmarks/speed.py --quick         # tiny sizes, one iteration: a smoke test
     python benchmarks/speed.py --device cuda --amp bf16
 
@@ -9,6 +10,10 @@ dataset standing in for the data (the paper recipes need none), and time its ``s
 code ``ganstack run`` runs. Each case runs in a fresh process, so its peak memory is its own
 (``ru_maxrss`` cannot be reset within a process). The loader case reads the real shapes data
 (rendered into ``.ganstack-cache`` under the working folder on first use, as ``ganstack run`` does).
+
+The machine's attainable conv throughput is measured at the start, in each step case's process
+right after its steps, and at the end; the best of these is the figure steps are compared with,
+so a moment of contention during one measurement cannot inflate a step's fraction.
 """
 
 from __future__ import annotations
@@ -86,13 +91,8 @@ class SyntheticDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         gen = torch.Generator().manual_seed(i)
-        item = {
-            "images": self._images(gen),
-            "caption": self._caption(i),
-            "class_id": i % 24,
-            "index": i,
-            "embedding": torch.randn(self.embedding_dim, generator=gen),
-        }
+        item = {"images": self._images(gen), "caption": self._caption(i), "class_id": i % 24, "index": i,
+                "embedding": torch.randn(self.embedding_dim, generator=gen)}
         if self.want_wrong:
             item["wrong_images"] = self._images(gen)
         return item
@@ -109,25 +109,31 @@ class SyntheticPlugin:
 
     @hookimpl
     def register_components(self, register: Register) -> None:
-        register(
-            "dataset",
-            SYNTHETIC,
-            SyntheticDataset,
-            options=SyntheticOptions,
-            summary="random images and embeddings at the stack's resolutions (speed benchmark)",
-        )
+        register("dataset", SYNTHETIC, SyntheticDataset, options=SyntheticOptions,
+                 summary="random images and embeddings at the stack's resolutions (speed benchmark)")
 
 
 # ----------------------------------------------------------------------------------- cases
 @attrs.frozen
+class Probe:
+    """Sizes of the machine measurements: a square matmul and a padded 3x3 conv."""
+
+    matmul_n: int
+    conv_shape: tuple[int, int, int, int]
+    conv_out: int
+    repeats: int
+
+
+@attrs.frozen
 class Settings:
-    """What every case shares: device, precision, threads, iterations, extra recipe overrides."""
+    """What every case shares: device, precision, threads, iterations, machine probe, recipe overrides."""
 
     device: str
     amp: str | None
     threads: int | None
     warmup: int
     iterations: int
+    probe: Probe
     overrides: tuple[str, ...] = ()
 
 
@@ -174,50 +180,39 @@ class Plan:
     loader_batches: int
     paper_overrides: tuple[str, ...]
     shapes_overrides: tuple[str, ...]
-    matmul_n: int
-    conv_shape: tuple[int, int, int, int]
-    conv_out: int
-    machine_repeats: int
+    probe: Probe
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
     if args.quick:
-        tiny_paper = (
-            "stages.0.generator.ngf=8",
-            "stages.0.discriminator.ndf=4",
-            "stages.1.generator.ngf=8",
-            "stages.1.generator.residual_blocks=1",
-            "stages.1.discriminator.ndf=4",
-        )
-        tiny_shapes = ("stages.0.generator.ngf=8", "dataset.train_size=64")
-        return Plan(
-            stage1_batch=2,
-            stage2_batch=2,
-            gen_batch=2,
-            growth_batch=4,
-            batches=(2, 4),
-            loader_batches=4,
-            paper_overrides=tiny_paper,
-            shapes_overrides=tiny_shapes,
-            matmul_n=256,
-            conv_shape=(4, 64, 16, 16),
-            conv_out=64,
-            machine_repeats=2,
-        )
-    return Plan(
-        stage1_batch=64,
-        stage2_batch=args.stage2_batch,
-        gen_batch=args.gen_batch,
-        growth_batch=32,
-        batches=(8, 16, 32, 64),
-        loader_batches=args.loader_batches,
-        paper_overrides=(),
-        shapes_overrides=(),
-        matmul_n=2048,
-        conv_shape=(64, 256, 32, 32),
-        conv_out=128,
-        machine_repeats=5,
-    )
+        tiny_paper = ("stages.0.generator.ngf=8", "stages.0.discriminator.ndf=4", "stages.1.generator.ngf=8",
+                      "stages.1.generator.residual_blocks=1", "stages.1.discriminator.ndf=4")
+        return Plan(stage1_batch=2, stage2_batch=2, gen_batch=2, growth_batch=4, batches=(2, 4),
+                    loader_batches=4, paper_overrides=tiny_paper,
+                    shapes_overrides=("stages.0.generator.ngf=8", "dataset.train_size=64"),
+                    probe=Probe(matmul_n=256, conv_shape=(4, 64, 16, 16), conv_out=64, repeats=2))
+    return Plan(stage1_batch=64, stage2_batch=args.stage2_batch, gen_batch=args.gen_batch, growth_batch=32,
+                batches=(8, 16, 32, 64), loader_batches=args.loader_batches, paper_overrides=(),
+                shapes_overrides=(),
+                probe=Probe(matmul_n=2048, conv_shape=(64, 256, 32, 32), conv_out=128, repeats=3))
+
+
+# ------------------------------------------------------------------------------------ machine
+def measure_conv(probe: Probe, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
+    """The probe conv's GFLOP/s in both memory layouts."""
+    return {layout: conv_gflops(device, dtype, probe.conv_shape, probe.conv_out, layout == "channels_last",
+                                probe.repeats) for layout in ("channels_last", "contiguous")}
+
+
+def measure_machine(settings: Settings) -> dict[str, Any]:
+    """Matmul and conv GFLOP/s in the dtype the steps compute in (the autocast dtype under ``--amp``)."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = resolve_device(settings.device)
+    dtype = amp_dtype(settings.amp or "off", device) or torch.float32
+    return {"dtype": str(dtype).removeprefix("torch."),
+            "matmul_gflops": matmul_gflops(device, dtype, settings.probe.matmul_n, settings.probe.repeats),
+            "conv_gflops": measure_conv(settings.probe, device, dtype)}
 
 
 # ------------------------------------------------------------------------- inside a case's process
@@ -243,16 +238,11 @@ def _peak_mb(device: torch.device, baseline: int) -> float:
     return (_max_rss_bytes() - baseline) / 2**20
 
 
-def build_trainer(
-    settings: Settings, recipe: str, batch: int, overrides: tuple[str, ...], *, synthetic: bool
-) -> Trainer:
+def build_trainer(settings: Settings, recipe: str, batch: int, overrides: tuple[str, ...], *,
+                  synthetic: bool) -> Trainer:
     """The trainer ``ganstack run`` would build, with the synthetic dataset swapped in if asked."""
-    sets = [
-        f"training.device={settings.device}",
-        f"training.batch_size={batch}",
-        *overrides,
-        *settings.overrides,
-    ]
+    sets = [f"training.device={settings.device}", f"training.batch_size={batch}", *overrides,
+            *settings.overrides]
     if settings.amp:
         sets.append(f"training.amp={settings.amp}")
     if synthetic:
@@ -281,7 +271,8 @@ def _timed(fn: Callable[[], object], device: torch.device, settings: Settings) -
 
 
 def measure_step(case: StepCase, settings: Settings) -> dict[str, Any]:
-    """Median seconds, peak memory and FLOPs of the trainer's step on one fixed batch."""
+    """Median seconds, peak memory and FLOPs of the trainer's step on one fixed batch, and the
+    machine's conv throughput measured in the same process right after."""
     device, baseline = _start(settings)
     trainer = build_trainer(settings, case.recipe, case.batch, case.overrides, synthetic=True)
     active = trainer.blocks[case.block]
@@ -289,25 +280,18 @@ def measure_step(case: StepCase, settings: Settings) -> dict[str, Any]:
         stage.train(k >= min(active))  # as Trainer.run: finished stages run in inference mode
     batch = _device_batch(trainer, case.batch)
     seconds = _timed(lambda: trainer.step_fn(batch, active), device, settings)
-    peak = _peak_mb(device, baseline)
+    peak = _peak_mb(device, baseline)  # before the probe below, whose buffers are no part of the step
+    conv_here = max(measure_conv(settings.probe, device, trainer.amp or torch.float32).values())
     by_op = count_flops(lambda: trainer.step_fn(batch, active))
     flops = sum(by_op.values())
     median = statistics.median(seconds)
-    return {
-        "recipe": case.recipe,
-        "stages": len(trainer.stack.stages),
-        "active_stages": [k + 1 for k in active],
-        "batch": case.batch,
-        "resolution": trainer.stack.resolutions[max(active)],
-        "seconds_per_step": median,
-        "seconds": seconds,
-        "images_per_s": case.batch / median,
-        "peak_memory_mb": peak,
-        "flops_per_step": flops,
-        "flops_by_op": by_op,
-        "achieved_gflops": flops / median / 1e9,
-        "loadavg_1min": os.getloadavg()[0],
-    }
+    return {"recipe": case.recipe, "stages": len(trainer.stack.stages),
+            "active_stages": [k + 1 for k in active], "batch": case.batch,
+            "resolution": trainer.stack.resolutions[max(active)],
+            "seconds_per_step": median, "seconds": seconds, "images_per_s": case.batch / median,
+            "peak_memory_mb": peak, "flops_per_step": flops, "flops_by_op": by_op,
+            "achieved_gflops": flops / median / 1e9, "conv_gflops_same_process": conv_here,
+            "loadavg_1min": os.getloadavg()[0]}
 
 
 def measure_generation(case: GenerationCase, settings: Settings) -> dict[str, Any]:
@@ -321,19 +305,13 @@ def measure_generation(case: GenerationCase, settings: Settings) -> dict[str, An
     z = torch.randn(case.batch, stack.noise_dim, device=device)
     results = {}
     for name, upto in (("stage1", 0), ("full", len(stack.stages) - 1)):
-
         @torch.no_grad()
         def draw(upto: int = upto) -> torch.Tensor:
             return stack.generate(text, z, upto=upto)[-1][1].image.float().cpu()
 
         median = statistics.median(_timed(draw, device, settings))
-        results[name] = {
-            "stages": upto + 1,
-            "resolution": stack.resolutions[upto],
-            "batch": case.batch,
-            "seconds_per_batch": median,
-            "images_per_s": case.batch / median,
-        }
+        results[name] = {"stages": upto + 1, "resolution": stack.resolutions[upto], "batch": case.batch,
+                         "seconds_per_batch": median, "images_per_s": case.batch / median}
     return results
 
 
@@ -350,14 +328,9 @@ def measure_loader(case: LoaderCase, settings: Settings) -> dict[str, Any]:
         count += 1
     synchronize(device)
     elapsed = time.perf_counter() - start
-    return {
-        "recipe": case.recipe,
-        "batch": case.batch,
-        "num_workers": trainer.train_spec.num_workers,
-        "dataset_size": len(trainer.dataset),
-        "batches": count,
-        "examples_per_s": count * case.batch / elapsed,
-    }
+    return {"recipe": case.recipe, "batch": case.batch, "num_workers": trainer.train_spec.num_workers,
+            "dataset_size": len(trainer.dataset), "batches": count,
+            "examples_per_s": count * case.batch / elapsed}
 
 
 def _child(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -370,7 +343,7 @@ def _child(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
 
 
 class Isolated:
-    """Runs each case once, in a fresh process; a case asked for twice (same sizes) is answered again.
+    """Runs each case once, in a fresh process; a case asked for again (same sizes) is answered again.
 
     Processes fork from a server that has imported torch once (``forkserver``), so a case costs
     its own work, not an interpreter start. Not daemonic: a case's DataLoader may start workers.
@@ -396,39 +369,13 @@ class Isolated:
                 ok, value = receive.recv()
             except EOFError:
                 proc.join()
-                raise RuntimeError(
-                    f"{label}: the measuring process died (exit code {proc.exitcode}); "
-                    "out of memory? try a smaller --stage2-batch"
-                ) from None
+                raise RuntimeError(f"{label}: the measuring process died (exit code {proc.exitcode}); "
+                                   "out of memory? try a smaller --stage2-batch") from None
             proc.join()
             if not ok:
                 raise RuntimeError(f"{label} failed in its process:\n{value}")
             self._done[key] = value
         return self._done[key]
-
-
-# ----------------------------------------------------------------------------------- machine
-def measure_machine(plan: Plan, settings: Settings) -> dict[str, Any]:
-    """Matmul and 3x3-conv GFLOP/s in the dtype the steps compute in; the better conv layout is attainable."""
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    device = resolve_device(settings.device)
-    dtype = amp_dtype(settings.amp or "off", device) or torch.float32
-    conv = {
-        layout: conv_gflops(
-            device, dtype, plan.conv_shape, plan.conv_out, layout == "channels_last", plan.machine_repeats
-        )
-        for layout in ("channels_last", "contiguous")
-    }
-    return {
-        "dtype": str(dtype).removeprefix("torch."),
-        "matmul_n": plan.matmul_n,
-        "matmul_gflops": matmul_gflops(device, dtype, plan.matmul_n, plan.machine_repeats),
-        "conv_shape": [*plan.conv_shape],
-        "conv_out_channels": plan.conv_out,
-        "conv_gflops": conv,
-        "conv_attainable_gflops": max(conv.values()),
-    }
 
 
 # ----------------------------------------------------------------------------------- the run
@@ -444,130 +391,108 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def _machine_summary(probe: Probe, start: dict[str, Any], end: dict[str, Any],
+                     steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best of the start and end measurements; attainable conv is the best conv figure seen anywhere."""
+    conv = {layout: max(value, end["conv_gflops"][layout]) for layout, value in start["conv_gflops"].items()}
+    samples = [max(start["conv_gflops"].values()), *(s["conv_gflops_same_process"] for s in steps),
+               max(end["conv_gflops"].values())]
+    return {"dtype": start["dtype"], "matmul_n": probe.matmul_n,
+            "matmul_gflops": max(start["matmul_gflops"], end["matmul_gflops"]),
+            "conv_shape": [*probe.conv_shape], "conv_out_channels": probe.conv_out, "conv_gflops": conv,
+            "conv_gflops_samples": samples, "conv_attainable_gflops": max(samples)}
+
+
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     plan = make_plan(args)
-    settings = Settings(
-        device=args.device,
-        amp=args.amp,
-        threads=args.threads,
-        warmup=args.warmup,
-        iterations=1 if args.quick else args.iterations,
-        overrides=tuple(args.set),
-    )
+    settings = Settings(device=args.device, amp=args.amp, threads=args.threads, warmup=args.warmup,
+                        iterations=1 if args.quick else args.iterations, probe=plan.probe,
+                        overrides=tuple(args.set))
     device = resolve_device(args.device)
     loadavg_start = os.getloadavg()
     isolated = Isolated(console)
     console.log("machine throughput ...")
-    machine = measure_machine(plan, settings)
-    attainable = machine["conv_attainable_gflops"]
+    machine_start = measure_machine(settings)
 
     def step(case: StepCase, label: str) -> dict[str, Any]:
-        result = isolated(measure_step, case, settings, label)
-        return {**result, "fraction_of_conv": result["achieved_gflops"] / attainable}
+        return isolated(measure_step, case, settings, label)
 
-    training = {
-        "paper_stage1": step(
-            StepCase(PAPER, plan.stage1_batch, 0, plan.paper_overrides), "paper Stage-I step"
-        ),
-        "paper_stage2": step(
-            StepCase(PAPER, plan.stage2_batch, 1, plan.paper_overrides), "paper Stage-II step"
-        ),
-    }
-    generation = isolated(
-        measure_generation,
-        GenerationCase(PAPER, plan.gen_batch, plan.paper_overrides),
-        settings,
-        "generation",
-    )
-    by_stages = [
-        step(StepCase(recipe, plan.growth_batch, 0, plan.shapes_overrides), f"{n} stage(s)")
-        for n, recipe in enumerate(BY_STAGES, 1)
-    ]
-    by_batch = [
-        step(StepCase(QUICKSTART, b, 0, plan.shapes_overrides), f"quickstart, batch {b}")
-        for b in plan.batches
-    ]
-    loader = isolated(
-        measure_loader,
-        LoaderCase(QUICKSTART, plan.growth_batch, plan.loader_batches, plan.shapes_overrides),
-        settings,
-        "data loader",
-    )
+    training = {"paper_stage1": step(StepCase(PAPER, plan.stage1_batch, 0, plan.paper_overrides),
+                                     "paper Stage-I step"),
+                "paper_stage2": step(StepCase(PAPER, plan.stage2_batch, 1, plan.paper_overrides),
+                                     "paper Stage-II step")}
+    generation = isolated(measure_generation, GenerationCase(PAPER, plan.gen_batch, plan.paper_overrides),
+                          settings, "generation")
+    by_stages = [step(StepCase(recipe, plan.growth_batch, 0, plan.shapes_overrides), f"{n} stage(s)")
+                 for n, recipe in enumerate(BY_STAGES, 1)]
+    by_batch = [step(StepCase(QUICKSTART, b, 0, plan.shapes_overrides), f"quickstart, batch {b}")
+                for b in plan.batches]
+    loader = isolated(measure_loader, LoaderCase(QUICKSTART, plan.growth_batch, plan.loader_batches,
+                                                 plan.shapes_overrides), settings, "data loader")
+    console.log("machine throughput again ...")
+    steps = [*training.values(), *by_stages, *by_batch]
+    machine = _machine_summary(plan.probe, machine_start, measure_machine(settings), steps)
+    for result in steps:
+        result["fraction_of_conv"] = result["achieved_gflops"] / machine["conv_attainable_gflops"]
     quickstart = by_stages[1]
     loader["step_examples_per_s"] = quickstart["images_per_s"]
     loader["ratio"] = loader["examples_per_s"] / quickstart["images_per_s"]
     stage1_fraction = training["paper_stage1"]["fraction_of_conv"]
+    threads = settings.threads or torch.get_num_threads()
     return {
-        "benchmark": "speed",
-        "quick": args.quick,
-        "command": " ".join(["python", *sys.argv]),
+        "benchmark": "speed", "quick": args.quick, "command": " ".join(["python", *sys.argv]),
         "environment": {
-            "device": device.type,
-            "device_name": _device_name(device),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-            "threads": settings.threads or torch.get_num_threads(),
-            "amp": args.amp or "recipe",
-            "loadavg_start": list(loadavg_start),
-            "loadavg_end": list(os.getloadavg()),
+            "device": device.type, "device_name": _device_name(device), "torch": torch.__version__,
+            "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "threads": threads, "amp": args.amp or "recipe",
+            "loadavg_start": list(loadavg_start), "loadavg_end": list(os.getloadavg()),
+            # other processes were running on the cores the benchmark's threads need
+            "busy_at_start": loadavg_start[0] > (os.cpu_count() or 1) - threads + 0.75,
         },
-        "settings": {
-            "warmup": settings.warmup,
-            "iterations": settings.iterations,
-            "overrides": list(args.set),
-            "memory": "cuda.max_memory_allocated" if device.type == "cuda" else "ru_maxrss rise",
-        },
+        "settings": {"warmup": settings.warmup, "iterations": settings.iterations,
+                     "overrides": list(args.set),
+                     "memory": "cuda.max_memory_allocated" if device.type == "cuda" else "ru_maxrss rise"},
         "machine": machine,
         "training": training,
         "generation": generation,
         "growth": {"by_stages": by_stages, "by_batch": by_batch},
         "loader": loader,
         "targets": {
-            "stage1_fraction_of_conv": {
-                "target": STAGE1_TARGET,
-                "value": stage1_fraction,
-                "met": stage1_fraction >= STAGE1_TARGET,
-            },
-            "loader_ratio": {
-                "target": LOADER_TARGET,
-                "value": loader["ratio"],
-                "met": loader["ratio"] >= LOADER_TARGET,
-            },
+            "stage1_fraction_of_conv": {"target": STAGE1_TARGET, "value": stage1_fraction,
+                                        "met": stage1_fraction >= STAGE1_TARGET},
+            "loader_ratio": {"target": LOADER_TARGET, "value": loader["ratio"],
+                             "met": loader["ratio"] >= LOADER_TARGET},
         },
     }
 
 
 # ----------------------------------------------------------------------------------- output
 def _step_row(table: Table, label: str, r: dict[str, Any]) -> None:
-    table.add_row(
-        label,
-        str(r["batch"]),
-        str(r["resolution"]),
-        f"{r['seconds_per_step']:.3f}",
-        f"{r['images_per_s']:.1f}",
-        f"{r['peak_memory_mb']:.0f}",
-        f"{r['flops_per_step'] / 1e9:.1f}",
-        f"{r['achieved_gflops']:.1f}",
-        f"{100 * r['fraction_of_conv']:.0f}%",
-    )
+    table.add_row(label, str(r["batch"]), str(r["resolution"]), f"{r['seconds_per_step']:.3f}",
+                  f"{r['images_per_s']:.1f}", f"{r['peak_memory_mb']:.0f}",
+                  f"{r['flops_per_step'] / 1e9:.1f}", f"{r['achieved_gflops']:.1f}",
+                  f"{100 * r['fraction_of_conv']:.0f}%",
+                  f"{100 * r['achieved_gflops'] / r['conv_gflops_same_process']:.0f}%")
 
 
 def print_report(report: dict[str, Any], console: Console) -> None:
     env, machine = report["environment"], report["machine"]
-    console.print(
-        f"[bold]{env['device']}[/] {env['device_name']}, torch {env['torch']}, {env['threads']} threads "
-        f"of {env['cpu_count']} CPUs, load average {env['loadavg_start'][0]:.2f} -> "
-        f"{env['loadavg_end'][0]:.2f}"
-    )
+    console.print(f"[bold]{env['device']}[/] {env['device_name']}, torch {env['torch']}, "
+                  f"{env['threads']} threads of {env['cpu_count']} CPUs, load average "
+                  f"{env['loadavg_start'][0]:.2f} -> {env['loadavg_end'][0]:.2f}")
+    if env["busy_at_start"]:
+        console.print("[yellow]warning:[/] other processes were busy when the run started (load average "
+                      f"{env['loadavg_start'][0]:.2f}); the figures below may be low and noisy. Rerun on a "
+                      "quiet machine, or with --threads set to the idle cores.")
     conv = machine["conv_gflops"]
-    console.print(
-        f"machine ({machine['dtype']}): matmul {machine['matmul_n']}^2 {machine['matmul_gflops']:.1f} "
-        f"GFLOP/s; 3x3 conv {conv['channels_last']:.1f} (channels_last) / {conv['contiguous']:.1f} "
-        f"(contiguous) GFLOP/s; attainable conv {machine['conv_attainable_gflops']:.1f} GFLOP/s"
-    )
+    samples = ", ".join(f"{s:.0f}" for s in machine["conv_gflops_samples"])
+    console.print(f"machine ({machine['dtype']}): matmul {machine['matmul_n']}^2 "
+                  f"{machine['matmul_gflops']:.1f} GFLOP/s; 3x3 conv {conv['channels_last']:.1f} "
+                  f"(channels_last) / {conv['contiguous']:.1f} (contiguous) GFLOP/s; attainable conv "
+                  f"{machine['conv_attainable_gflops']:.1f} GFLOP/s (best of {samples})")
     table = Table(title="training step (median)")
-    for column in ("case", "batch", "px", "s/step", "img/s", "peak MB", "GFLOP/step", "GFLOP/s", "of conv"):
+    for column in ("case", "batch", "px", "s/step", "img/s", "peak MB", "GFLOP/step", "GFLOP/s", "of conv",
+                   "of conv (same process)"):
         table.add_column(column, justify="left" if column == "case" else "right")
     _step_row(table, "paper Stage-I", report["training"]["paper_stage1"])
     _step_row(table, "paper Stage-II (Stage-I frozen)", report["training"]["paper_stage2"])
@@ -580,48 +505,33 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     for column in ("stages", "px", "batch", "s/batch", "img/s"):
         gen.add_column(column, justify="right")
     for r in report["generation"].values():
-        gen.add_row(
-            str(r["stages"]),
-            str(r["resolution"]),
-            str(r["batch"]),
-            f"{r['seconds_per_batch']:.3f}",
-            f"{r['images_per_s']:.1f}",
-        )
+        gen.add_row(str(r["stages"]), str(r["resolution"]), str(r["batch"]), f"{r['seconds_per_batch']:.3f}",
+                    f"{r['images_per_s']:.1f}")
     console.print(gen)
     loader = report["loader"]
-    console.print(
-        f"loader ({loader['num_workers']} workers, batch {loader['batch']}): "
-        f"{loader['examples_per_s']:.0f} examples/s = {loader['ratio']:.1f}x the quickstart step's "
-        f"{loader['step_examples_per_s']:.1f} images/s"
-    )
+    console.print(f"loader ({loader['num_workers']} workers, batch {loader['batch']}): "
+                  f"{loader['examples_per_s']:.0f} examples/s = {loader['ratio']:.1f}x the quickstart step's "
+                  f"{loader['step_examples_per_s']:.1f} images/s")
     for name, t in report["targets"].items():
-        console.print(
-            f"target {name}: {t['value']:.2f} vs {t['target']} -> {'met' if t['met'] else 'NOT met'}"
-        )
+        verdict = "met" if t["met"] else "NOT met"
+        console.print(f"target {name}: {t['value']:.2f} vs {t['target']} -> {verdict}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and one iteration (a smoke test)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument(
-        "--amp", choices=["off", "bf16", "fp16"], help="mixed precision on CUDA (default: recipe's)"
-    )
+    parser.add_argument("--amp", choices=["off", "bf16", "fp16"],
+                        help="mixed precision on CUDA (default: the recipe's)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--iterations", type=int, default=3, help="timed steps per case (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
     parser.add_argument("--stage2-batch", type=int, default=8, help="batch of the paper's Stage-II step")
     parser.add_argument("--gen-batch", type=int, default=16, help="batch of the generation cases")
     parser.add_argument("--loader-batches", type=int, default=50, help="batches timed through the loader")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="recipe override for every case, e.g. training.channels_last=false",
-    )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override for every case, e.g. training.channels_last=false")
     parser.add_argument("--json", type=Path, help="default: benchmarks/results/speed-<device>.json")
     return parser.parse_args(argv)
 
@@ -631,10 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     report = run(args, console)
     print_report(report, Console(width=None if sys.stdout.isatty() else 130))
-    path = (
-        args.json
-        or Path(__file__).resolve().parent / "results" / f"speed-{report['environment']['device']}.json"
-    )
+    device = report["environment"]["device"]
+    path = args.json or Path(__file__).resolve().parent / "results" / f"speed-{device}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     console.log(f"wrote {path}")

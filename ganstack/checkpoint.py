@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ganstack.atomic import write_bytes_atomic
 from ganstack.errors import CheckpointError, UserError
 
 FORMAT = "ganstack-checkpoint"
@@ -44,23 +43,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename: a crash leaves the old file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **obj}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_bytes_atomic(path, lambda fh: torch.save(payload, fh))
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise UserError(f"could not write checkpoint {path}: {exc.strerror or exc}",
                         fix="free disk space or choose a writable --out folder; the previous checkpoint "
                         "is intact") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

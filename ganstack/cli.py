@@ -38,7 +38,8 @@ def _console(stderr: bool = False) -> Any:
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="override a recipe key, e.g. --set training.batch_size=32 or "
-                   "--set stages.1.discriminator.ndf=32 (VALUE is read as YAML; repeatable)")
+                   "--set stages.1.discriminator.ndf=32 (VALUE is read as YAML; repeatable; a new `type` "
+                   "replaces the component, so give its options after it)")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:

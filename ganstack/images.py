@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
+
+from ganstack.atomic import write_bytes_atomic
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
@@ -25,15 +25,7 @@ def save_png(image: Image.Image | np.ndarray, path: Path) -> None:
     """Write a PNG atomically (temporary file, then rename)."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, lambda fh: image.save(fh, format="PNG"))
 
 
 def contact_sheet(captions: Sequence[str], columns: Sequence[Tensor], *, cell: int | None = None,

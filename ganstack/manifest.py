@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from ganstack.atomic import write_text_atomic
 from ganstack.images import save_png, to_uint8
 
 MANIFEST = "manifest.jsonl"
@@ -43,9 +44,7 @@ class ManifestWriter:
     def close(self) -> Path:
         """Write ``manifest.jsonl`` (atomically) and return its path."""
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self._records)
-        tmp = self.path.with_name(f".{MANIFEST}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(self.path)
+        write_text_atomic(self.path, text)
         return self.path
 
     def __enter__(self) -> ManifestWriter:

@@ -112,7 +112,11 @@ def _parse_path(spec: str) -> list[str | int]:
 
 
 def apply_override(data: dict[str, Any], assignment: str, *, file: str | None = None) -> None:
-    """Apply one ``path.to.key=VALUE`` in place; VALUE is read as YAML (``32``, ``true``, ``[1, 2]``)."""
+    """Apply one ``path.to.key=VALUE`` in place; VALUE is read as YAML (``32``, ``true``, ``[1, 2]``).
+
+    Setting a component's ``type`` to another replaces the component whole, as ``base:`` merging does;
+    later ``--set``s then give the new component's options.
+    """
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
         raise RecipeError(f"--set '{assignment}' is not of the form path.to.key=VALUE", file=file,
@@ -144,7 +148,10 @@ def apply_override(data: dict[str, Any], assignment: str, *, file: str | None = 
         else:
             raise RecipeError(f"--set '{key}': '{label}' is a value ({node!r}), not a mapping or list",
                               file=file, path=key, fix="set the value itself, or check the key path")
-        if last:
+        if last and part == "type" and isinstance(node, dict) and node.get("type", value) != value:
+            node.clear()  # another plugin's component: the old one's options would not fit (as with base:)
+            node[part] = value
+        elif last:
             node[part] = value
         else:
             node = node[part]

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 import ganstack
+from ganstack.atomic import write_text_atomic
 
 
 def git_commit(cwd: Path) -> str | None:
@@ -39,9 +40,7 @@ def environment_record(*, device: str, settings: dict[str, Any]) -> dict[str, An
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 class MetricsLog:

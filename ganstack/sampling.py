@@ -88,8 +88,19 @@ class TextToImage:
 
     @torch.no_grad()
     def ca_variations(self, text: str, k: int, *, seed: int = 0) -> Samples:
-        """Fixed noise and text, ``k`` Conditioning Augmentation samples (the paper's figure)."""
+        """Fixed noise and text, ``k`` Conditioning Augmentation samples (the paper's figure).
+
+        A run whose conditioners all draw nothing (``linear``, ``identity``, ``none``) is refused:
+        its ``k`` images would be identical.
+        """
         emb = self.encode([text]).repeat(k, 1)
+        if all(stage.conditioner(emb[:1]).logvar is None for stage in self.stack.stages):
+            names = ", ".join(sorted({s.conditioner.type for s in self.resolved.recipe.stages}))
+            raise UserError(f"--ca-variations varies Conditioning Augmentation's samples, but this run's "
+                            f"conditioners ({names}) are deterministic, so every image would be the same",
+                            path="stages.conditioner",
+                            fix="use a run trained with `conditioner: {type: ca}` (e.g. recipes/shapes_ca.yaml), "
+                            "or vary the noise instead with --n K")
         z, _ = self._noise([seed])
         _, eps = self._noise([seed + 1 + i for i in range(k)])
         outs = self.stack.generate(emb, z.expand(k, -1).contiguous(), eps=eps)

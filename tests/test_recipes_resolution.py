@@ -43,6 +43,17 @@ def test_set_overrides_with_yaml_types_and_indices(cli) -> None:
     assert data["training"]["schedule"] == "joint"
 
 
+def test_set_type_replaces_the_component_and_later_sets_fill_it(cli) -> None:
+    code, out, err = cli("check", TINY, "--set", "stages.0.conditioner.type=identity",
+                         "--set", "stages.1.conditioner.type=linear", "--set", "stages.1.conditioner.condition_dim=4",
+                         "--set", "stages.1.discriminator.type=matching-aware")
+    assert code == 0, err
+    data = yaml.safe_load(out)
+    assert data["stages"][0]["conditioner"] == {"type": "identity"}  # ca's condition_dim dropped
+    assert data["stages"][1]["conditioner"] == {"type": "linear", "condition_dim": 4}
+    assert data["stages"][1]["discriminator"]["ndf"] == 4  # same type: its options stay
+
+
 def test_check_json(cli) -> None:
     import json
 

@@ -62,10 +62,20 @@ def test_sample_errors(cli, tiny_run: Path, tmp_path: Path) -> None:
     assert code == 2 and "checkpoint not found" in " ".join(err.split())
 
 
-def test_python_api_generates(tiny_run: Path) -> None:
-    import ganstack.sampling as gs
+def test_ca_variations_refuse_a_run_without_ca(cli, tmp_path: Path) -> None:
+    out = tmp_path / "linear"
+    assert cli("run", TINY, "--out", out, "--max-steps", 1, "--set", "stages.0.conditioner.type=linear",
+               "--set", "stages.1.conditioner.type=linear", "--set", "stages.0.losses=[{type: matching-aware}]",
+               "--set", "stages.1.losses=[{type: matching-aware}]")[0] == 0
+    code, _o, err = cli("sample", out, "--text", "a red circle", "--ca-variations", 3, "--out", tmp_path / "ca")
+    assert code == 2 and "deterministic" in err and "linear" in err and "shapes_ca.yaml" in err
+    assert not (tmp_path / "ca").exists()
 
-    model = gs.load(tiny_run)
+
+def test_python_api_generates(tiny_run: Path) -> None:
+    import ganstack
+
+    model = ganstack.load(tiny_run)
     samples = model.generate(["a blue square on a white background"], n=3, seed=1)
     assert [tuple(t.shape) for t in samples.images] == [(3, 3, 16, 16), (3, 3, 32, 32)]
     assert samples.images[1].min() >= -1 and samples.images[1].max() <= 1

@@ -151,6 +151,32 @@ def test_bow_vocabulary_travels_in_the_state_dict() -> None:
     assert torch.equal(fresh.encode_text(sentence), trained.encode_text(sentence))
 
 
+def test_vocabulary_with_ngrams_holds_runs_of_words() -> None:
+    vocabulary = Vocabulary.from_captions(["a red circle", "a red square"], min_count=1, max_words=10, ngrams=2)
+    assert vocabulary.words == ["a", "a red", "red", "circle", "red circle", "red square", "square"]
+    assert vocabulary.indices("a red circle") == [1, 3, 4, 2, 5]
+    assert vocabulary.indices("a blue circle") == [1, UNKNOWN, 4, UNKNOWN, UNKNOWN]
+
+
+def test_bow_with_word_pairs_tells_which_colour_goes_with_which_word() -> None:
+    captions = ["a red circle on a blue background", "a blue circle on a red background"]
+    for ngrams, differ in ((1, False), (2, True)):
+        torch.manual_seed(0)
+        encoder = BagOfWordsEncoder(BowOptions(dim=8, max_vocab=64, ngrams=ngrams))
+        encoder.prepare(Captions(captions))
+        out = encoder.encode_text(captions)
+        assert torch.allclose(out[0], out[1]) is not differ
+
+
+def test_bow_refuses_a_checkpoint_saved_with_other_ngrams() -> None:
+    trained = BagOfWordsEncoder(BowOptions(dim=4, max_vocab=60, ngrams=2))
+    trained.prepare(Captions(CAPTIONS))
+    with pytest.raises(CheckpointError, match="ngrams") as caught:
+        round_trip(trained, BagOfWordsEncoder(BowOptions(dim=4, max_vocab=60)))
+    assert caught.value.path == "text_encoder.ngrams"
+    assert round_trip(trained, BagOfWordsEncoder(BowOptions(dim=4, max_vocab=60, ngrams=2))).vocabulary.ngrams == 2
+
+
 def test_bow_refuses_a_vocabulary_larger_than_its_table() -> None:
     trained = BagOfWordsEncoder(BowOptions(dim=4, max_vocab=30))
     trained.prepare(Captions(CAPTIONS))

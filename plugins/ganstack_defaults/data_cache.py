@@ -14,8 +14,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import attrs
 import numpy as np
 from PIL import Image
 
+from ganstack.atomic import atomic_write, write_bytes_atomic, write_text_atomic
 from ganstack.errors import DataError
 from ganstack_defaults.data_transforms import Box, prepare, stored_size
 
@@ -39,25 +39,9 @@ def cache_key(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_npy(path: Path, array: np.ndarray) -> None:
     """Save ``array`` to ``path`` atomically."""
-    def write(tmp: Path) -> None:
-        with tmp.open("wb") as f:
-            np.save(f, array)
-    atomic_write(path, write)
+    write_bytes_atomic(path, lambda fh: np.save(fh, array))
 
 
 @attrs.frozen
@@ -147,7 +131,7 @@ def _build(stem: Path, images: Sequence[ImageFile], shorter: int, description: d
         atomic_write(Path(f"{stem}.pixels.npy"), fill)
     index[list(reasons), 1:] = 0
     meta = {**description, "undecodable": {str(i): f"{images[i].path}: {r}" for i, r in sorted(reasons.items())}}
-    atomic_write(Path(f"{stem}.meta.json"), lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+    write_text_atomic(Path(f"{stem}.meta.json"), json.dumps(meta, indent=1))
     save_npy(Path(f"{stem}.index.npy"), index)
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+from ganstack.atomic import atomic_write
 from ganstack.errors import DataError
 from ganstack.interfaces import DataContext
 from ganstack_defaults import shapes
-from ganstack_defaults.data_cache import NpyImages, atomic_write, cache_key
+from ganstack_defaults.data_cache import NpyImages, cache_key
 from ganstack_defaults.data_dataset import CaptionImageDataset
 
 _SIZE = attrs.validators.ge(1)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ganstack.atomic import write_bytes_atomic
 from ganstack.errors import UserError
 
 
@@ -54,17 +53,10 @@ def load_entry(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def save_entry(path: Path, key: dict[str, Any], payload: dict[str, Any]) -> None:
-    """Write ``payload`` under ``key`` atomically (temporary file, then ``os.replace``)."""
+    """Write ``payload`` under ``key`` atomically."""
+    entry = {"key": json.dumps(key, sort_keys=True, default=str), "payload": payload}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_bytes_atomic(path, lambda fh: torch.save(entry, fh))
     except OSError as exc:
-        raise UserError(f"cannot write the metric cache {path}: {exc}", path="cache_dir",
-                        fix="point the metric's `cache_dir` option at a writable folder") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"key": json.dumps(key, sort_keys=True, default=str), "payload": payload}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        raise UserError(f"cannot write the metric cache {path}: {exc.strerror or exc}", path="cache_dir",
+                        fix="point the metric's `cache_dir` option at a writable folder") from None

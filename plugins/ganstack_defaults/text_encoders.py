@@ -1,7 +1,7 @@
 """The default text encoders: registered under kind ``text_encoder``.
 
 - ``precomputed``: the dataset's stored embeddings (the paper's setting);
-- ``bow``: a bag of words trained with the generator;
+- ``bow``: a bag of words (and word n-grams), trained with the generator or fixed;
 - ``char-cnn-rnn``: Reed et al.'s character CNN-RNN (pretrain it with ``ganstack pretrain-encoder``);
 - ``sentence-transformer``: frozen all-MiniLM-L6-v2 from an optional package.
 """
@@ -23,7 +23,7 @@ def build_precomputed(options: PrecomputedOptions, ctx: TextEncoderContext) -> P
 
 
 def build_bow(options: BowOptions, ctx: TextEncoderContext) -> BagOfWordsEncoder:
-    """Bag of words over a vocabulary of the training captions, trained with the generator."""
+    """Bag of words (and optionally word n-grams) of the training captions, learnt or fixed."""
     return BagOfWordsEncoder(options).to(ctx.device)
 
 

@@ -1,4 +1,9 @@
-"""Word vocabulary learnt from training captions, kept as a plain word list so checkpoints stay safe."""
+"""Word vocabulary learnt from training captions, kept as a plain word list so checkpoints stay safe.
+
+A vocabulary may also hold n-grams (runs of up to ``ngrams`` words, stored joined by one space),
+which give a bag of words some word order: "red circle" and "blue background" tell apart the
+colours of "a red circle on a blue background" that single words leave ambiguous.
+"""
 
 from __future__ import annotations
 
@@ -16,27 +21,40 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-class Vocabulary:
-    """Words at indices ``1..len(words)``; index :data:`UNKNOWN` stands for every other word."""
+def terms(text: str, ngrams: int = 1) -> list[str]:
+    """The caption's words, then its runs of 2 .. ``ngrams`` consecutive words (joined by a space)."""
+    words = tokenize(text)
+    return [" ".join(words[i:i + n]) for n in range(1, ngrams + 1) for i in range(len(words) - n + 1)]
 
-    def __init__(self, words: Iterable[str]) -> None:
+
+class Vocabulary:
+    """Terms at indices ``1..len(words)``; index :data:`UNKNOWN` stands for every other term.
+
+    ``ngrams``: the longest run of words that counts as one term (1: single words only).
+    """
+
+    def __init__(self, words: Iterable[str], ngrams: int = 1) -> None:
+        if ngrams < 1:
+            raise ValueError(f"ngrams must be 1 or more, got {ngrams}")
         self.words = list(words)
+        self.ngrams = ngrams
         self._index = {word: i + 1 for i, word in enumerate(self.words)}
         if len(self._index) != len(self.words):
             raise ValueError("a vocabulary lists each word once")
 
     @classmethod
-    def from_captions(cls, captions: Iterable[str], *, min_count: int, max_words: int) -> Vocabulary:
-        """The ``max_words`` most frequent words seen ``min_count`` times or more.
+    def from_captions(cls, captions: Iterable[str], *, min_count: int, max_words: int,
+                      ngrams: int = 1) -> Vocabulary:
+        """The ``max_words`` most frequent terms seen ``min_count`` times or more.
 
         Ties are broken alphabetically, so the same captions always give the same table.
         """
-        counts = Counter(word for caption in captions for word in tokenize(caption))
+        counts = Counter(term for caption in captions for term in terms(caption, ngrams))
         kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
-        return cls(kept[:max_words])
+        return cls(kept[:max_words], ngrams)
 
     def __len__(self) -> int:
         return len(self.words)
 
     def indices(self, text: str) -> list[int]:
-        return [self._index.get(word, UNKNOWN) for word in tokenize(text)]
+        return [self._index.get(term, UNKNOWN) for term in terms(text, self.ngrams)]

@@ -8,7 +8,7 @@ new one, never half of either, and never a stray temporary file.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -21,9 +21,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     messages.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # O_EXCL: a name no other writer holds; mode 0o666 minus the umask, as a plain open() would give
+    # (tempfile.mkstemp's 0o600 would hide a run's files from the user's group).
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         write(tmp)
         with tmp.open("rb+") as fh:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,12 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
         atomic_write(target, half_then_fail)
     assert target.read_text() == "kept"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "shared.txt", "x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o644

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import random
+import re
 import signal
 import time
 import warnings
@@ -610,7 +611,7 @@ class Trainer:
                         pos.epoch += 1
                         pos.batch = 0
                         with warnings.catch_warnings():  # a resumed run may end an epoch before any step
-                            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+                            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
                             for k in active:
                                 for sch in self.schedulers[2 * k : 2 * k + 2]:
                                     sch.step()

@@ -148,8 +148,8 @@ def apply_override(data: dict[str, Any], assignment: str, *, file: str | None = 
         else:
             raise RecipeError(f"--set '{key}': '{label}' is a value ({node!r}), not a mapping or list",
                               file=file, path=key, fix="set the value itself, or check the key path")
-        if last and part == "type" and isinstance(node, dict) and node.get("type", value) != value:
-            node.clear()  # another plugin's component: the old one's options would not fit (as with base:)
+        if last and part == "type" and isinstance(node, dict) and _other_type(node, {part: value}):
+            node.clear()  # the rule deep_merge applies: another plugin's component, other options
             node[part] = value
         elif last:
             node[part] = value

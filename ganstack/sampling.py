@@ -94,16 +94,16 @@ class TextToImage:
         its ``k`` images would be identical.
         """
         emb = self.encode([text]).repeat(k, 1)
-        if all(stage.conditioner(emb[:1]).logvar is None for stage in self.stack.stages):
+        z, _ = self._noise([seed])
+        _, eps = self._noise([seed + 1 + i for i in range(k)])
+        outs = self.stack.generate(emb, z.expand(k, -1).contiguous(), eps=eps)
+        if all(condition.logvar is None for condition, _out in outs):
             names = ", ".join(sorted({s.conditioner.type for s in self.resolved.recipe.stages}))
             raise UserError(f"--ca-variations varies Conditioning Augmentation's samples, but this run's "
                             f"conditioners ({names}) are deterministic, so every image would be the same",
                             path="stages.conditioner",
                             fix="use a run trained with `conditioner: {type: ca}` (e.g. recipes/shapes_ca.yaml), "
                             "or vary the noise instead with --n K")
-        z, _ = self._noise([seed])
-        _, eps = self._noise([seed + 1 + i for i in range(k)])
-        outs = self.stack.generate(emb, z.expand(k, -1).contiguous(), eps=eps)
         return Samples([f"{text} (CA sample {i + 1})" for i in range(k)], 1, [seed] * k,
                        [out.image.float().cpu() for _c, out in outs])
 

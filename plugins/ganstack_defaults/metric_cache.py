@@ -18,6 +18,7 @@ import torch
 
 from ganstack.atomic import write_bytes_atomic
 from ganstack.errors import UserError
+from ganstack_defaults.data_cache import cache_key
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -29,13 +30,13 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def key_digest(key: dict[str, Any]) -> str:
-    """Stable hex digest of a JSON-able key."""
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+def _key_text(key: dict[str, Any]) -> str:
+    """The key as stored in an entry: stable JSON, so equal keys compare equal."""
+    return json.dumps(key, sort_keys=True, default=str)
 
 
 def cache_file(cache_dir: Path, prefix: str, key: dict[str, Any]) -> Path:
-    return cache_dir / f"{prefix}-{key_digest(key)[:24]}.pt"
+    return cache_dir / f"{prefix}-{cache_key(key)[:24]}.pt"
 
 
 def load_entry(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
@@ -47,14 +48,14 @@ def load_entry(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     except Exception as exc:  # a damaged cache file is recomputed, not fatal
         warnings.warn(f"ignoring unreadable metric cache file {path}: {exc}", stacklevel=2)
         return None
-    if not isinstance(entry, dict) or entry.get("key") != json.dumps(key, sort_keys=True, default=str):
+    if not isinstance(entry, dict) or entry.get("key") != _key_text(key):
         return None
     return entry.get("payload")
 
 
 def save_entry(path: Path, key: dict[str, Any], payload: dict[str, Any]) -> None:
     """Write ``payload`` under ``key`` atomically."""
-    entry = {"key": json.dumps(key, sort_keys=True, default=str), "payload": payload}
+    entry = {"key": _key_text(key), "payload": payload}
     try:
         write_bytes_atomic(path, lambda fh: torch.save(entry, fh))
     except OSError as exc:

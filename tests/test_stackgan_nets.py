@@ -238,6 +238,48 @@ def test_text_discriminator_compresses_the_raw_embedding_itself() -> None:
     assert default.compress_text[0].out_features == 128
 
 
+def test_projection_discriminator_scores_text_by_inner_product_with_image_features() -> None:
+    torch.manual_seed(0)
+    d = build("discriminator", "projection", ctx(cond_dim=4, image_size=16), ndf=2).eval()
+    assert isinstance(d, Discriminator)
+    image, text = torch.randn(3, 3, 16, 16), torch.randn(3, TEXT)
+    feats = d.features(image)
+    garbage = Condition(torch.randn(3, 9), torch.randn(3, 9), None)  # ignored: condition is text
+    logits = d.cond_logits(feats, garbage, text)
+    image_only = d.image_head(feats).reshape(-1)
+    torch.testing.assert_close(logits - image_only, (d.project(text) * feats).sum(1))
+    # linear in the text: the text's part of the logit doubles with the text, the image's does not
+    torch.testing.assert_close(d.cond_logits(feats, garbage, 2 * text) - image_only, 2 * (logits - image_only))
+    assert d.uncond_logits(feats) is None
+    both = build("discriminator", "projection", ctx(cond_dim=4, image_size=16), ndf=2,
+                 unconditional_head=True).eval()
+    torch.testing.assert_close(both.uncond_logits(feats), both.image_head(feats).reshape(-1))
+
+
+def test_projection_discriminator_keeps_where_things_are() -> None:
+    """Its features are the 4x4 map flattened, not pooled: moving the image moves the score."""
+    torch.manual_seed(0)
+    d = build("discriminator", "projection", ctx(cond_dim=4, image_size=16), ndf=2).eval()
+    image = torch.zeros(1, 3, 16, 16)
+    image[..., 2:6, 2:6] = 1
+    moved = image.roll(shifts=(8, 8), dims=(2, 3))
+    text = torch.randn(1, TEXT)
+    none = Condition(torch.zeros(1, 1), None, None)
+    assert d.features(image).shape == (1, d.feature_channels * 4 * 4)
+    assert not torch.allclose(d.cond_logits(d.features(image), none, text),
+                              d.cond_logits(d.features(moved), none, text))
+
+
+def test_projection_discriminator_can_use_the_detached_condition_mean() -> None:
+    torch.manual_seed(0)
+    d = build("discriminator", "projection", ctx(cond_dim=4, image_size=16), ndf=2, condition="mu").eval()
+    feats = d.features(torch.randn(2, 3, 16, 16))
+    mu = torch.randn(2, 4, requires_grad=True)
+    logits = d.cond_logits(feats, Condition(torch.randn(2, 4), mu, None), torch.randn(2, TEXT))
+    logits.sum().backward()
+    assert mu.grad is None and d.project.in_features == 4
+
+
 # ------------------------------------------------------------------------------------------- init
 def test_init_weights_follows_the_reference_statistics() -> None:
     torch.manual_seed(0)
@@ -299,6 +341,8 @@ def test_stage_combinations_that_cannot_work_are_recipe_errors() -> None:
         build("generator_stage", "stackgan-refiner", ctx(1, cond_dim=4, in_size=64), input="features")
     with pytest.raises(RecipeError, match="100x100"):
         build("discriminator", "matching-aware", ctx(cond_dim=4, image_size=100))
+    with pytest.raises(RecipeError, match="100x100"):
+        build("discriminator", "projection", ctx(cond_dim=4, image_size=100))
 
 
 # --------------------------------------------------------------------------------------- registry
@@ -307,7 +351,7 @@ def test_every_stackgan_component_is_registered_with_a_summary_and_builds_with_d
     names = {(e.kind, e.name) for e in registry.entries() if e.plugin == "stackgan" and e.summary}
     assert names == {("conditioner", "ca"), ("conditioner", "identity"), ("conditioner", "linear"),
                      ("conditioner", "none"), ("generator_stage", "stackgan-stage1"), ("generator_stage", "stackgan-refiner"),
-                     ("discriminator", "matching-aware")}
+                     ("discriminator", "matching-aware"), ("discriminator", "projection")}
     protocols = {"conditioner": Conditioner, "generator_stage": GeneratorStage, "discriminator": Discriminator}
     small = {"generator_stage": {"ngf": 8}, "discriminator": {"ndf": 4}}
     for kind, name in sorted(names):

@@ -15,7 +15,12 @@ from ganstack_defaults.nets_conditioners import (
     build_linear,
     build_no_text,
 )
-from ganstack_defaults.nets_discriminators import MatchingAwareOptions, build_matching_aware
+from ganstack_defaults.nets_discriminators import (
+    MatchingAwareOptions,
+    ProjectionOptions,
+    build_matching_aware,
+    build_projection,
+)
 from ganstack_defaults.nets_generators import RefinerOptions, Stage1Options, build_refiner, build_stage1
 
 
@@ -36,3 +41,5 @@ def register_components(register: Register) -> None:
                      "image")
     register("discriminator", "matching-aware", build_matching_aware, options=MatchingAwareOptions,
              summary="StackGAN matching-aware discriminator: conditional and optional unconditional logit")
+    register("discriminator", "projection", build_projection, options=ProjectionOptions,
+             summary="projection discriminator: image logit plus <text projection, image features>")

@@ -1,4 +1,5 @@
-"""StackGAN's matching-aware discriminator, for any image size 4 * 2**k (k >= 1)."""
+"""Discriminators on StackGAN's down path, for any image size 4 * 2**k (k >= 1): StackGAN's
+matching-aware one, which concatenates the text to the 4x4 features, and a projection one."""
 
 from __future__ import annotations
 
@@ -138,10 +139,11 @@ class ProjectionOptions:
 class ProjectionDiscriminator(nn.Module):
     """Projection discriminator (Miyato and Koyama, 2018) on StackGAN's down path.
 
-    The 4x4 features are summed over space to ``h``; the conditional logit is ``w.h + <V y, h>``,
-    where ``y`` is the text (or the condition mean). The inner product asks every feature channel
-    whether the image agrees with the text, a stronger signal than concatenating the text at 4x4,
-    so text-image alignment is learnt in fewer steps.
+    The 4x4 feature map is flattened to ``h`` (not summed over space as in the paper, so that
+    positions such as "top left" stay visible); the conditional logit is ``w.h + <V y, h>``, where
+    ``y`` is the text (or the condition mean). The inner product asks every feature whether the
+    image agrees with the text, a stronger signal than concatenating the text at 4x4, so
+    text-image alignment is learnt in fewer steps (docs/benchmarks.md).
     """
 
     def __init__(self, options: ProjectionOptions, image_size: int, image_channels: int, y_dim: int) -> None:

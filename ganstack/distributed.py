@@ -8,6 +8,8 @@ around G and D together breaks GAN training.
 
 from __future__ import annotations
 
+import gc
+import inspect
 import os
 from datetime import timedelta
 
@@ -58,8 +60,12 @@ def wrap(module: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
     if not info.enabled:
         return module
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False,
-                                               find_unused_parameters=True)
+    ddp = nn.parallel.DistributedDataParallel
+    # BN statistics stay per rank between steps; newer torch renamed the switch (same meaning here,
+    # since every rank starts from the same buffers). Stage-wise schedules leave stages unused.
+    buffers = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+               else {"broadcast_buffers": False})
+    return ddp(module, device_ids=ids, find_unused_parameters=True, **buffers)
 
 
 def agree(flag: bool, info: DistInfo, device: torch.device, *, any_rank: bool = True) -> bool:
@@ -91,6 +97,15 @@ def replicas_in_sync(module: nn.Module, info: DistInfo, device: torch.device) ->
     return all(torch.equal(gathered[0], g) for g in gathered[1:])
 
 
+def unwrap(module: nn.Module) -> nn.Module:
+    """The component inside a ``DistributedDataParallel`` wrapper (itself when unwrapped)."""
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
 def teardown(info: DistInfo) -> None:
+    """Leave the group together: a rank that destroys it while a peer still writes its checkpoint,
+    or whose DDP wrappers outlive it into interpreter shutdown, can abort in gloo's threads."""
     if info.enabled and dist.is_initialized():
+        gc.collect()  # wrappers caught in reference cycles go now, not at interpreter exit
+        dist.barrier()
         dist.destroy_process_group()

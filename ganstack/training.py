@@ -629,6 +629,8 @@ class Trainer:
                 self.progress.stop()
         self.write_samples()
         ckpt = self.save()
+        self.g_phase = distributed.unwrap(self.g_phase)  # no reference to the group outlives it
+        self.d_phases = [distributed.unwrap(d) for d in self.d_phases]
         distributed.teardown(self.dist)
         return {"ended": ended, "step": self.position.step, "checkpoint": str(ckpt),
                 "out_dir": str(self.out_dir), "skipped_steps": self.skipped_steps,

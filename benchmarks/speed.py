@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import Dataset, default_collate
 
-from ganstack.devices import amp_dtype, resolve_device
+from ganstack.devices import amp_dtype, resolve_device, retain_freed_memory
 from ganstack.hookspecs import hookimpl
 from ganstack.interfaces import DataContext
 from ganstack.recipe import load_recipe
@@ -135,6 +135,7 @@ class Settings:
     iterations: int
     probe: Probe
     overrides: tuple[str, ...] = ()
+    retain_memory: bool = True  # the recipes' training.retain_memory: the probes run as the steps do
 
 
 @attrs.frozen
@@ -206,9 +207,7 @@ def measure_conv(probe: Probe, device: torch.device, dtype: torch.dtype) -> dict
 
 def measure_machine(settings: Settings) -> dict[str, Any]:
     """Matmul and conv GFLOP/s in the dtype the steps compute in (the autocast dtype under ``--amp``)."""
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    device = resolve_device(settings.device)
+    device, _ = _start(settings)
     dtype = amp_dtype(settings.amp or "off", device) or torch.float32
     return {"dtype": str(dtype).removeprefix("torch."),
             "matmul_gflops": matmul_gflops(device, dtype, settings.probe.matmul_n, settings.probe.repeats),
@@ -222,10 +221,13 @@ def _max_rss_bytes() -> int:
 
 
 def _start(settings: Settings) -> tuple[torch.device, int]:
-    """Apply the thread setting; return the device and the memory baseline the case's peak is counted from."""
+    """Apply the thread and host-memory settings as a training run would; return the device and the
+    memory baseline the case's peak is counted from."""
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = resolve_device(settings.device)
+    if device.type == "cpu" and settings.retain_memory:
+        retain_freed_memory()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     return device, _max_rss_bytes()
@@ -405,9 +407,10 @@ def _machine_summary(probe: Probe, start: dict[str, Any], end: dict[str, Any],
 
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     plan = make_plan(args)
+    retain = load_recipe(RECIPES / PAPER, list(args.set)).recipe.training.retain_memory
     settings = Settings(device=args.device, amp=args.amp, threads=args.threads, warmup=args.warmup,
                         iterations=1 if args.quick else args.iterations, probe=plan.probe,
-                        overrides=tuple(args.set))
+                        overrides=tuple(args.set), retain_memory=retain)
     device = resolve_device(args.device)
     loadavg_start = os.getloadavg()
     isolated = Isolated(console)
@@ -445,6 +448,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "device": device.type, "device_name": _device_name(device), "torch": torch.__version__,
             "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "threads": threads, "amp": args.amp or "recipe",
+            "retain_memory": settings.retain_memory and device.type == "cpu",
             "loadavg_start": list(loadavg_start), "loadavg_end": list(os.getloadavg()),
             # other processes were running on the cores the benchmark's threads need
             "busy_at_start": loadavg_start[0] > (os.cpu_count() or 1) - threads + 0.75,
@@ -479,7 +483,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     env, machine = report["environment"], report["machine"]
     console.print(f"[bold]{env['device']}[/] {env['device_name']}, torch {env['torch']}, "
                   f"{env['threads']} threads of {env['cpu_count']} CPUs, load average "
-                  f"{env['loadavg_start'][0]:.2f} -> {env['loadavg_end'][0]:.2f}")
+                  f"{env['loadavg_start'][0]:.2f} -> {env['loadavg_end'][0]:.2f}"
+                  + (", freed host memory retained (training.retain_memory)" if env["retain_memory"] else ""))
     if env["busy_at_start"]:
         console.print("[yellow]warning:[/] other processes were busy when the run started (load average "
                       f"{env['loadavg_start'][0]:.2f}); the figures below may be low and noisy. Rerun on a "

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Sampler, default_collate
 
 from ganstack import distributed
 from ganstack.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
-from ganstack.devices import amp_dtype, autocast, resolve_device
+from ganstack.devices import amp_dtype, autocast, resolve_device, retain_freed_memory
 from ganstack.errors import CheckpointError, DataError, UserError
 from ganstack.images import contact_sheet, save_png
 from ganstack.interfaces import Condition, DataContext, StepState
@@ -166,6 +166,8 @@ class Trainer:
         self.device = distributed.local_device(device, self.dist)
         self.amp = amp_dtype(self.train_spec.amp, self.device)
         self.channels_last = self.train_spec.channels_last and self.device.type != "mps"
+        self.retains_memory = (self.train_spec.retain_memory and self.device.type == "cpu"
+                               and retain_freed_memory())
         self._stop_reason: str | None = None
 
         seed_everything(self.train_spec.seed)
@@ -576,7 +578,8 @@ class Trainer:
             write_json(self.out_dir / "environment.json", environment_record(
                 device=str(self.device), settings={
                     "seed": self.train_spec.seed, "amp": self.train_spec.amp, "amp_active": self.amp is not None,
-                    "channels_last": self.channels_last, "compile": self.train_spec.compile,
+                    "channels_last": self.channels_last, "retain_memory": self.retains_memory,
+                    "compile": self.train_spec.compile,
                     "ema": self.train_spec.ema, "deterministic": self.train_spec.deterministic,
                     "world_size": self.dist.world_size,
                     "resumed_from_step": self.position.step if resumed else None}))

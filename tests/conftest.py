@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from ganstack.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "recipes" / "tiny_shapes.yaml"
+GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"  # training.retain_memory applies
 
 
 @pytest.fixture(autouse=True)

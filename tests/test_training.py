@@ -15,7 +15,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import TINY, write
+from conftest import GLIBC, TINY, write
 
 ONE_STAGE = "stages: {1: null}"
 THREE_STAGES = ("stages:\n  2:\n    conditioner: {type: ca, condition_dim: 8}\n"
@@ -70,6 +70,7 @@ def test_run_writes_every_output(cli, tmp_path: Path) -> None:
     env = json.loads((out / "environment.json").read_text())
     for key in ("ganstack", "torch", "device", "seed", "amp", "channels_last", "compile", "plugins", "git_commit"):
         assert key in env
+    assert env["retain_memory"] is GLIBC  # on by default for CPU runs where the C library allows it
     line = metrics(out)[-1]
     for key in ("step", "epoch", "stage", "images_per_s", "time_s", "lr/stage1/g", "lr/stage1/d", "g_total"):
         assert key in line

@@ -1,6 +1,6 @@
 """Quality benchmark: does the quickstart learn to draw what the caption says, in 10 CPU minutes?
 
-Trains ``recipes/shapes_quickstart.yaml`` for its time budget (it keeps a checkpoint every 150
+Trains ``recipes/shapes_quickstart.yaml`` for its time budget (it keeps a weights-only snapshot every 300
 steps), or takes a run you already trained with it (``--run DIR``), then scores every kept checkpoint with the ``shapes-alignment`` metric on the
 ``test`` and ``holdout`` splits, and writes:
 

@@ -139,8 +139,9 @@ class OutputSpec:
     between sample sheets in ``samples/``; ``sample_captions``: captions for the sample sheets
     (default: captions of fixed training examples); ``sample_count``: rows of each sample sheet;
     ``checkpoint_every``: steps between writes of ``checkpoints/last.pt``; ``keep_every``: also
-    keep ``checkpoints/step_N.pt`` every this many steps; ``tensorboard``: also log to TensorBoard
-    (needs ``pip install "ganstack[tensorboard]"``)
+    keep ``checkpoints/step_N.pt`` every this many steps (weights and EMA without optimiser state,
+    half the size of ``last.pt``: for ``eval``, ``sample`` and ``init_from``, not for resuming);
+    ``tensorboard``: also log to TensorBoard (needs ``pip install "ganstack[tensorboard]"``)
     """
 
     dir: str | None = None

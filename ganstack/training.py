@@ -431,25 +431,39 @@ class Trainer:
                 b_ema.copy_(b)
 
     # ------------------------------------------------------------------------------ checkpoints
-    def state(self) -> dict[str, Any]:
-        return {
+    def state(self, *, resumable: bool = True) -> dict[str, Any]:
+        """Everything a checkpoint holds. Without ``resumable`` (kept snapshots): the weights, EMA and
+        position only, half the size, enough for ``eval``, ``sample`` and ``init_from``."""
+        weights = {
             "recipe": to_data(self.recipe),
             "model": self.stack.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "position": attrs.asdict(self.position),
+            "world_size": self.dist.world_size,
+            "counters": {"skipped_steps": self.skipped_steps, "best": self.best,
+                         "train_seconds": self.train_seconds()},
+            "resolutions": list(self.stack.resolutions),
+            "resumable": resumable,
+        }
+        if not resumable:
+            return weights
+        return {
+            **weights,
             "g_opts": [o.state_dict() for o in self.g_opts],
             "d_opts": [o.state_dict() for o in self.d_opts],
             "text_opt": self.text_opt.state_dict() if self.text_opt else None,
             "schedulers": [s.state_dict() for s in self.schedulers],
             "scaler": self.scaler.state_dict(),
-            "position": attrs.asdict(self.position),
-            "world_size": self.dist.world_size,
-            "counters": {"skipped_steps": self.skipped_steps, "best": self.best,
-                         "train_seconds": self.train_seconds()},
             "rng": rng_state(),
-            "resolutions": list(self.stack.resolutions),
         }
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
+        if not ckpt.get("resumable", True):
+            raise CheckpointError("this checkpoint is a kept snapshot (weights and EMA, without the optimiser "
+                                  "state a resume needs)", file=ckpt.get("path"),
+                                  fix="resume the run folder (`ganstack run --resume RUN_DIR` reads "
+                                  "checkpoints/last.pt); to start a new run from these weights, name the file "
+                                  "in a stage's init_from")
         try:
             self.stack.load_state_dict(ckpt["model"])
             if self.ema is not None and ckpt.get("ema"):
@@ -475,10 +489,11 @@ class Trainer:
         self._pending_rng = ckpt["rng"]
 
     def save(self, name: str = "last") -> Path:
-        """Write a checkpoint (rank 0 only: the replicas are identical)."""
+        """Write a checkpoint (rank 0 only: the replicas are identical). ``last`` is the one a resume
+        reads; the others (``best``, ``step_N``) are weights-only snapshots."""
         path = self.out_dir / "checkpoints" / f"{name}.pt"
         if self.dist.is_main:
-            save_atomic(self.state(), path)
+            save_atomic(self.state(resumable=name == "last"), path)
         return path
 
     # ---------------------------------------------------------------------------------- samples

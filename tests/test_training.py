@@ -84,6 +84,25 @@ def test_run_writes_every_output(cli, tmp_path: Path) -> None:
     assert "step 4/4 stage 1 epoch 0 D1=" in stdout and "min left" in stdout  # plain progress lines
 
 
+def test_kept_snapshots_hold_weights_only_and_are_refused_by_resume(cli, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli("run", TINY, "--out", out, "--max-steps", 4, "--set", "output.keep_every=2",
+               "--set", "training.ema=0.9")[0] == 0
+    ckpts = out / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.pt", "step_0000002.pt", "step_0000004.pt"]
+    snap = torch.load(ckpts / "step_0000004.pt", weights_only=True)
+    last = torch.load(ckpts / "last.pt", weights_only=True)
+    assert snap["resumable"] is False and "d_opts" not in snap and snap["position"]["step"] == 4
+    weights = [k for k, v in last["ema"].items() if isinstance(v, torch.Tensor)]
+    assert weights and all(torch.equal(snap["ema"][k], last["ema"][k]) for k in weights)
+    assert (ckpts / "step_0000004.pt").stat().st_size < 0.75 * (ckpts / "last.pt").stat().st_size
+    code, stdout, err = cli("sample", ckpts / "step_0000002.pt", "--text", "a red circle", "--out", tmp_path / "s")
+    assert code == 0, stdout + err
+    code, stdout, err = cli("run", "--resume", ckpts / "step_0000002.pt")
+    assert code == 2 and "kept snapshot" in err and "ganstack run --resume RUN_DIR" in err, stdout + err
+    assert "Traceback" not in err
+
+
 def test_resume_is_bit_exact_across_a_stage_boundary(cli, tmp_path: Path) -> None:
     full, part = tmp_path / "full", tmp_path / "part"
     assert cli("run", TINY, "--out", full, "--max-steps", 9)[0] == 0

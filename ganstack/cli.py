@@ -329,7 +329,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError("no metric to run", fix="name one with --metric (`ganstack plugins` lists them), or add "
                         "evaluation.metrics to the recipe")
     metrics = [(comp.type, build_metric(comp, device=str(model.device), path=f"metrics[{j}]", file=str(args.run),
-                                        overrides=extra)) for j, comp in enumerate(chosen)]
+                                        overrides=extra, recipe_dir=resolved.base_dir))
+               for j, comp in enumerate(chosen)]
     n = args.n or resolved.recipe.evaluation.n
     results = evaluate(model, resolved, metrics, n)
     run = Path(args.run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -71,7 +72,7 @@ class StackSource:
 
 
 def build_metric(component: Component, *, device: str, path: str, file: str | None = None,
-                 overrides: dict[str, Any] | None = None) -> Any:
+                 overrides: dict[str, Any] | None = None, recipe_dir: Path | None = None) -> Any:
     """Build one metric from ``{type: NAME, ...options}``; ``overrides`` set the options it has."""
     from ganstack.plugin_loader import registry
     from ganstack.recipe import CONVERTER
@@ -86,7 +87,7 @@ def build_metric(component: Component, *, device: str, path: str, file: str | No
     data.update({k: v for k, v in (overrides or {}).items() if k in known})
     options = structure(data, entry.options, file=file, path=path)
     try:
-        return entry.factory(options, MetricContext(device=device))
+        return entry.factory(options, MetricContext(device=device, recipe_dir=recipe_dir))
     except UserError as exc:
         raise type(exc)(exc.message, file=exc.file or file, path=f"{path}.{exc.path}" if exc.path else path,
                         fix=exc.fix) from None

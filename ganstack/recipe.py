@@ -135,6 +135,7 @@ class ResolvedRecipe:
     recipe: Recipe
     file: str | None
     entries: dict[str, Entry]  # key path -> entry
+    base_dir: Path | None = None  # the recipe's folder: relative paths in it resolve here first
 
     def entry(self, path: str) -> Entry:
         return self.entries[path]
@@ -151,8 +152,11 @@ def component_paths(recipe: Recipe) -> list[tuple[str, str, Component]]:
     return found
 
 
-def resolve(recipe: Recipe, registry: Registry, *, file: str | None = None) -> ResolvedRecipe:
-    """Look up every component's plugin and structure its options with the plugin's class."""
+def resolve(recipe: Recipe, registry: Registry, *, file: str | None = None,
+            base_dir: Path | None = None) -> ResolvedRecipe:
+    """Look up every component's plugin and structure its options with the plugin's class.
+
+    ``base_dir`` is the folder the recipe's relative paths point into first (then the working folder)."""
     entries: dict[str, Entry] = {}
     for path, kind, comp in component_paths(recipe):
         try:
@@ -162,7 +166,7 @@ def resolve(recipe: Recipe, registry: Registry, *, file: str | None = None) -> R
         if not attrs.has(type(comp.options)):
             comp.options = structure(comp.options, entry.options, file=file, path=path)
         entries[path] = entry
-    return ResolvedRecipe(recipe, file, entries)
+    return ResolvedRecipe(recipe, file, entries, base_dir)
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = (), *,
@@ -176,15 +180,17 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), *,
         apply_override(data, assignment, file=file)
     data.setdefault("name", Path(path).stem)
     recipe = structure(data, Recipe, file=file)
-    return resolve(recipe, registry or load_plugins().registry, file=file)
+    return resolve(recipe, registry or load_plugins().registry, file=file, base_dir=Path(path).resolve().parent)
 
 
-def recipe_from_dict(data: dict[str, Any], *, registry: Registry | None = None,
-                     file: str | None = None) -> ResolvedRecipe:
-    """Check and resolve recipe data that is already in memory (a checkpoint's recipe)."""
+def recipe_from_dict(data: dict[str, Any], *, registry: Registry | None = None, file: str | None = None,
+                     base_dir: str | Path | None = None) -> ResolvedRecipe:
+    """Check and resolve recipe data that is already in memory (a checkpoint's recipe, with the
+    folder its recipe file was in as ``base_dir``)."""
     from ganstack.plugin_loader import load_plugins
 
-    return resolve(structure(data, Recipe, file=file), registry or load_plugins().registry, file=file)
+    return resolve(structure(data, Recipe, file=file), registry or load_plugins().registry, file=file,
+                   base_dir=Path(base_dir) if base_dir else None)
 
 
 def to_data(recipe: Recipe) -> dict[str, Any]:

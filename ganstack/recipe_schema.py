@@ -40,8 +40,8 @@ class StageSpec:
     ``name``: a label for tables, logs and sample sheets (default ``stageN``); ``epochs``: epochs of
     this stage under the stagewise schedule (default ``training.epochs``); ``lr_decay_every``: this
     stage's decay interval in epochs (default ``training.lr_decay_every``); ``init_from``: a
-    checkpoint (or run folder) whose stage at this position (and text encoder) initialise this
-    stage; with ``epochs: 0`` the stage is then not trained again, as the paper's Stage-II run
+    checkpoint (or run folder; relative paths: next to the recipe, then the working folder) whose
+    stage at this position (and text encoder) initialise this stage; with ``epochs: 0`` the stage is then not trained again, as the paper's Stage-II run
     starts from a trained, frozen Stage-I
     """
 
@@ -180,7 +180,8 @@ class Recipe:
     ``schema_version``: the recipe format (1); ``name``: the run's name (default: the file name);
     ``description``: one line for people; ``noise_dim``: size of the noise z given to the first
     stage; ``text_encoder_init``: a file written by ``ganstack pretrain-encoder`` whose text encoder
-    (weights and vocabulary) a new run starts from; ``training``: how to train; ``output``: what to write; ``evaluation``: what to measure
+    (weights and vocabulary) a new run starts from (a relative path: next to the recipe, then the
+    working folder); ``training``: how to train; ``output``: what to write; ``evaluation``: what to measure
     """
 
     text_encoder: Component

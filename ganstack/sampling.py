@@ -123,7 +123,7 @@ class TextToImage:
 def load(run_or_checkpoint: str | Path, *, device: str = "auto", ema: bool = True) -> TextToImage:
     """Load a run folder or checkpoint for drawing; uses the generator EMA when the run kept one."""
     ckpt = load_checkpoint(run_or_checkpoint)
-    resolved = recipe_from_dict(ckpt["recipe"], file=ckpt["path"])
+    resolved = recipe_from_dict(ckpt["recipe"], file=ckpt["path"], base_dir=ckpt.get("recipe_dir"))
     stack = build_stack(resolved)
     state = ckpt["ema"] if ema and ckpt.get("ema") else ckpt["model"]
     stack.load_state_dict(state)

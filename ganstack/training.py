@@ -32,6 +32,7 @@ from ganstack.images import contact_sheet, save_png
 from ganstack.interfaces import Condition, DataContext, StepState
 from ganstack.phases import DiscriminatorPhase, GeneratorPhase
 from ganstack.recipe import ResolvedRecipe, recipe_from_dict, to_data
+from ganstack.recipe_paths import looked_in, resolve_recipe_path
 from ganstack.run_record import MetricsLog, environment_record, write_json
 from ganstack.stack import Stack, build_stack
 
@@ -119,7 +120,7 @@ def build_dataset(resolved: ResolvedRecipe, split: str, resolutions: tuple[int, 
     recipe = resolved.recipe
     ctx = DataContext(split=split, resolutions=tuple(resolutions), cache_dir=Path(".ganstack-cache"),
                       seed=recipe.training.seed, want_wrong=want_wrong,
-                      recipe_dir=Path(resolved.file).parent if resolved.file else None)
+                      recipe_dir=resolved.base_dir)
     try:
         return resolved.entry("dataset").factory(recipe.dataset.options, ctx)
     except UserError as exc:
@@ -193,7 +194,7 @@ class Trainer:
         if checkpoint is None:
             loaded = self._init_from_checkpoints()
             if self.recipe.text_encoder_init:
-                self._load_pretrained_text_encoder(Path(self.recipe.text_encoder_init))
+                self._load_pretrained_text_encoder(self.recipe.text_encoder_init)
             elif not loaded:
                 self.stack.text_encoder.prepare(self.dataset)  # before the EMA copy: it holds the vocabulary
         self.ema: Stack | None = None
@@ -231,14 +232,12 @@ class Trainer:
             if not spec.init_from:
                 continue
             key = f"stages[{i}].init_from"
-            path = Path(spec.init_from)
-            if not path.is_absolute() and self.resolved.file and not path.exists():
-                path = Path(self.resolved.file).parent / path
+            path, looked = resolve_recipe_path(spec.init_from, self.resolved.base_dir)
             try:
                 state = load_checkpoint(path)["model"]
             except CheckpointError as exc:
                 raise CheckpointError(exc.message, file=self.resolved.file, path=key,
-                                      fix=f"{exc.fix} ({path})") from None
+                                      fix=f"{exc.fix} (looked for {looked_in(looked)})") from None
             own = self.stack.state_dict()
             wanted = [k for k in own if k.startswith(f"stages.{i}.")]
             wanted += [k for k in own if k.startswith("text_encoder.") and k in state]
@@ -255,17 +254,16 @@ class Trainer:
             loaded = True
         return loaded
 
-    def _load_pretrained_text_encoder(self, path: Path) -> None:
+    def _load_pretrained_text_encoder(self, value: str) -> None:
         from ganstack.encoder_pretraining import load_pretrained
 
-        if not path.is_absolute() and self.resolved.file and not path.exists():
-            path = Path(self.resolved.file).parent / path
+        path, looked = resolve_recipe_path(value, self.resolved.base_dir)
         try:
             load_pretrained(path, self.stack.text_encoder)
         except UserError as exc:
+            fix = exc.fix or "give a file written by `ganstack pretrain-encoder` for this recipe's text encoder"
             raise type(exc)(exc.message, file=self.resolved.file, path="text_encoder_init",
-                            fix=exc.fix or "give a file written by `ganstack pretrain-encoder` for this "
-                            "recipe's text encoder") from None
+                            fix=f"{fix} (looked for {looked_in(looked)})") from None
 
     def _blocks(self) -> list[list[int]]:
         n = len(self.stack.stages)
@@ -443,6 +441,7 @@ class Trainer:
             "counters": {"skipped_steps": self.skipped_steps, "best": self.best,
                          "train_seconds": self.train_seconds()},
             "resolutions": list(self.stack.resolutions),
+            "recipe_dir": str(self.resolved.base_dir) if self.resolved.base_dir else None,
             "resumable": resumable,
         }
         if not resumable:
@@ -524,7 +523,7 @@ class Trainer:
         ev = self.recipe.evaluation
         if not hasattr(self, "_metrics"):
             self._metrics = [(c.type, build_metric(c, device=str(self.device), path=f"evaluation.metrics[{j}]",
-                                                   file=self.resolved.file))
+                                                   file=self.resolved.file, recipe_dir=self.resolved.base_dir))
                              for j, c in enumerate(ev.metrics)]
         model = self.ema if self.ema is not None else self.stack
         with isolated_rng(self.train_spec.seed + 17):
@@ -722,7 +721,7 @@ class Trainer:
 def trainer_from_checkpoint(run_dir: Path, **kwargs: Any) -> Trainer:
     """Rebuild a run's trainer from its last checkpoint (the recipe travels inside it)."""
     ckpt = load_checkpoint(run_dir)
-    resolved = recipe_from_dict(ckpt["recipe"], file=ckpt["path"])
+    resolved = recipe_from_dict(ckpt["recipe"], file=ckpt["path"], base_dir=ckpt.get("recipe_dir"))
     return Trainer(resolved, run_dir, checkpoint=ckpt, **kwargs)
 
 

@@ -165,3 +165,24 @@ def test_images_are_cached_per_split_and_rebuilt_when_files_change(tmp_path: Pat
     data = _build(root, test_fraction=0.0)
     assert len(list(cache.glob("captioned-folder-train-19-*.index.npy"))) == 2
     assert np.asarray(data.images[0]).shape == (19, 31, 3)
+
+
+def test_relative_root_is_found_next_to_the_recipe_and_again_on_resume(cli, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import TINY, write
+
+    project = tmp_path / "project"
+    _jsonl_folder(project / "mine")
+    shapes = "dataset: {type: shapes, train_size: 48, test_size: 16, holdout_size: 16}"
+    assert shapes in TINY.read_text()
+    recipe = write(project / "recipe.yaml", TINY.read_text().replace(
+        shapes, "dataset: {type: captioned-folder, root: mine, test_fraction: 0.34}"))
+    out = tmp_path / "run"
+    # The working folder (a fresh one, see conftest) holds no `mine`: the recipe's folder does.
+    code, stdout, err = cli("run", recipe, "--out", out, "--max-steps", 2, "--set", "training.batch_size=2")
+    assert code == 0, stdout + err
+    # Resumed from yet another folder, the run still finds its data where its recipe was.
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = cli("run", "--resume", out, "--max-steps", 3)
+    assert code == 0, stdout + err
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["position"]["step"] == 3

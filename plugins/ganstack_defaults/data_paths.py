@@ -8,21 +8,18 @@ import attrs
 
 from ganstack.errors import DataError
 from ganstack.interfaces import DataContext
+from ganstack.recipe_paths import looked_in, resolve_recipe_path
 
 DOCS = "docs/datasets.md"
 
 
 def resolve_root(value: str, ctx: DataContext, *, option: str, dataset: str) -> Path:
-    """The folder ``value`` names: absolute, else against the recipe's folder, then the cwd."""
-    path = Path(value).expanduser()
-    bases = [] if path.is_absolute() else [b for b in (ctx.recipe_dir, Path.cwd()) if b is not None]
-    candidates = [b / path for b in bases] or [path]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    looked = " or ".join(f"'{c}'" for c in dict.fromkeys(candidates))
+    """The folder ``value`` names, found by the recipe path rule (next to the recipe, then the cwd)."""
+    path, candidates = resolve_recipe_path(value, ctx.recipe_dir, Path.is_dir)
+    if path.is_dir():
+        return path
     raise DataError(
-        f"the {dataset} data folder was not found (option `{option}`: looked for {looked})",
+        f"the {dataset} data folder was not found (option `{option}`: looked for {looked_in(candidates)})",
         file=str(candidates[0]),
         fix=f"set `{option}` to the folder holding the data; {DOCS} says where to get {dataset} "
         "and how its files are laid out",

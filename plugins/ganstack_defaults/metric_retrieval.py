@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from ganstack.encoder_pretraining import ImageEncoder, load_pretrained, retrieval_accuracy
 from ganstack.errors import UserError
 from ganstack.interfaces import ImageSource, TextEncoderContext
+from ganstack.recipe_paths import looked_in, resolve_recipe_path
 from ganstack_defaults.metric_sources import generate, item_batches
 
 
@@ -28,7 +29,8 @@ class RPrecisionOptions:
     """R-precision settings; ``encoder_checkpoint`` is required.
 
     ``encoder_checkpoint``: the file ``ganstack pretrain-encoder`` wrote, holding the text encoder
-    and the image encoder trained with it; ``text_encoder``: the registered name of the text encoder
+    and the image encoder trained with it (a relative path: next to the recipe, then the working
+    folder); ``text_encoder``: the registered name of the text encoder
     pretrained in that file (``char-cnn-rnn`` or ``bow``), rebuilt with the options stored there;
     ``split``: the split whose first ``n`` examples give the captions to generate from and rank, and
     whose real images give ``real_r_precision``; ``batch_size``: images generated at a time;
@@ -96,13 +98,13 @@ def load_encoders(path: Path, name: str, device: str) -> tuple[nn.Module, ImageE
 class RPrecision:
     """R-precision of generated images under a pretrained text/image encoder pair."""
 
-    def __init__(self, options: RPrecisionOptions, device: str) -> None:
+    def __init__(self, options: RPrecisionOptions, device: str, recipe_dir: Path | None = None) -> None:
         self.options = options
-        self.path = Path(options.encoder_checkpoint).expanduser()
+        self.path, looked = resolve_recipe_path(options.encoder_checkpoint, recipe_dir, Path.is_file)
         if not self.path.is_file():
-            raise UserError(f"the pretrained encoder file {self.path} does not exist", path="encoder_checkpoint",
-                            fix="run `ganstack pretrain-encoder` and set `encoder_checkpoint` to the file it "
-                            "writes")
+            raise UserError(f"the pretrained encoder file was not found (looked for {looked_in(looked)})",
+                            path="encoder_checkpoint", fix="run `ganstack pretrain-encoder` and set "
+                            "`encoder_checkpoint` to the file it writes")
         self.encoder, self.image_encoder = load_encoders(self.path, options.text_encoder, device)
 
     def evaluate(self, source: ImageSource, n: int) -> dict[str, float]:

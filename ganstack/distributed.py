@@ -77,6 +77,15 @@ def agree(flag: bool, info: DistInfo, device: torch.device, *, any_rank: bool = 
     return bool(value.item())
 
 
+def any_rank(flag: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """A 0-d bool tensor, true on every rank where it is true on any; decided on the device."""
+    if not info.enabled:
+        return flag
+    value = flag.float()
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return value > 0
+
+
 def mean_across_ranks(values: dict[str, torch.Tensor], info: DistInfo) -> dict[str, torch.Tensor]:
     """Average logged loss terms over ranks (every rank must call this at the same step)."""
     if not info.enabled or not values:

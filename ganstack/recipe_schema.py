@@ -103,9 +103,10 @@ class TrainingSpec:
     ``ema``: keep an exponential moving average of the generator with this decay (0.999 in
     StackGAN-v2) and sample from it; ``sync_batchnorm``: synchronise BatchNorm statistics across
     processes under torchrun; ``num_workers``: data-loading processes; ``nan_patience``: stop after
-    this many steps in a row with a non-finite loss (each is skipped); ``wrong_images``: load a real
-    image of another class per example for the mismatched pair (losses with ``wrong: class`` ask
-    for it themselves)
+    this many steps in a row with a non-finite loss (each is skipped on the device; the host reads
+    the count at log, sample and checkpoint steps, and at least every ``nan_patience`` steps);
+    ``wrong_images``: load a real image of another class per example for the mismatched pair
+    (losses with ``wrong: class`` ask for it themselves)
     """
 
     schedule: str = attrs.field(default="stagewise", validator=v.in_(["stagewise", "joint"]))

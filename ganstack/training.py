@@ -204,7 +204,9 @@ class Trainer:
         self.position = Position()
         self.nonfinite = 0
         self.skipped_steps = 0
-        self._bad_term: tuple[int, str] | None = None
+        # Each step's phases as (stage, non-finite flag on device, term names, their finiteness), read
+        # on the host only at log, sample, evaluation and checkpoint steps (and every nan_patience steps).
+        self._pending: list[tuple[int, list[tuple[int, Tensor, list[str], Tensor]]]] = []
         self._seconds_before = 0.0  # training time of earlier processes of this run (resumed runs)
         self._started = time.monotonic()
         self.best: float | None = None
@@ -279,9 +281,9 @@ class Trainer:
         return self.recipe.stages[stage].lr_decay_every or self.train_spec.lr_decay_every
 
     def _adam(self, params: list[nn.Parameter], spec: Any) -> torch.optim.Optimizer:
-        fused = self.device.type == "cuda"
+        """Fused Adam: one kernel per step, and it skips a step on the device (``found_inf``)."""
         return torch.optim.Adam(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay,
-                                **({"fused": True} if fused else {"foreach": True}))
+                                fused=True)
 
     def _build_optimizers(self) -> None:
         opt = self.train_spec.optimizer
@@ -321,15 +323,15 @@ class Trainer:
         """One step: each active stage's discriminator phase, then one generator phase for them all.
 
         The generator runs once; its images serve the D phases (detached) and the G phase. A phase
-        whose loss is not finite on any rank is skipped on every rank (its backward still runs, so
-        DDP's reducers stay in step).
+        whose loss is not finite on any rank is skipped on every rank, decided on the device: the
+        step never waits for the host (fp16's gradient scaler aside, which checks on the host).
         """
         stages = self.stack.stages
         images: list[Tensor] = batch["images"]
         wrong: list[Tensor] | None = batch.get("wrong_images")
         train_text = self.text_opt is not None and (self.train_spec.schedule == "joint" or active == [0])
         terms: dict[str, Tensor] = {}
-        stepped = False
+        phases: list[tuple[int, Tensor, list[str], Tensor]] = []
 
         set_trainable([self.stack.text_encoder], train_text)
         with autocast(self.device, self.amp):
@@ -345,7 +347,7 @@ class Trainer:
                                            text.detach(), wrong[k] if wrong else None,
                                            outs[k - 1][1].image.detach() if k else None, batch.get("class_id"))
                 total = sum(d_terms.values())
-            stepped |= self._backward_and_step(total, [self.d_opts[k]], k, d_terms)
+            phases.append(self._backward_and_step(total, [self.d_opts[k]], k, d_terms))
             terms.update({f"stage{k + 1}/{n}": t.detach() for n, t in d_terms.items()})
             terms[f"stage{k + 1}/d_total"] = total.detach()
 
@@ -366,11 +368,10 @@ class Trainer:
                 g_total = g_total + sum(g_terms.values())
                 g_named.update({f"stage{k + 1}/{n}": t for n, t in g_terms.items()})
         opts = [self.g_opts[k] for k in active] + ([self.text_opt] if train_text else [])
-        if self._backward_and_step(g_total, opts, active[-1], g_named):
-            stepped = True
-            self._update_ema()
-        if stepped:
-            self.scaler.update()
+        phases.append(self._backward_and_step(g_total, opts, active[-1], g_named))
+        self._update_ema(~phases[-1][1])
+        self.scaler.update()
+        self._pending.append((self.position.step + 1, phases))
         terms.update({n: t.detach() for n, t in g_named.items()})
         terms["g_total"] = g_total.detach()
         for stage in stages:
@@ -378,55 +379,61 @@ class Trainer:
         return terms
 
     def _backward_and_step(self, total: Tensor, opts: list[torch.optim.Optimizer], stage: int,
-                           named: dict[str, Tensor]) -> bool:
-        ok = not distributed.agree(not self._finite(total, stage, named), self.dist, self.device)
-        if not ok and self._bad_term is None:
-            self._bad_term = (stage, "(on another process)")
+                           named: dict[str, Tensor]) -> tuple[int, Tensor, list[str], Tensor]:
+        """Backward, then a step each optimiser skips on the device if the loss is not finite on any
+        rank; returns the phase's flags for :meth:`_resolve_nonfinite`."""
+        bad = distributed.any_rank(~torch.isfinite(total.detach()), self.dist)
+        finite = torch.stack([torch.isfinite(t.detach()).all() for t in named.values()]) if named else bad
         for o in opts:
             o.zero_grad(set_to_none=True)
-        if total.requires_grad and (ok or self.dist.enabled):
+        if total.requires_grad:
             self.scaler.scale(total).backward()
-        if ok:
-            for o in opts:
-                self.scaler.step(o)
-        return ok
+        for o in opts:
+            if self.scaler.is_enabled():
+                self.scaler.step(o)  # fp16: its own check of the gradients skips the step
+            else:
+                o.found_inf = bad.float()  # read by fused Adam: no update, and its step count restored
+                o.step()
+        return stage, bad, list(named), finite
 
-    def _finite(self, total: Tensor, stage: int, named: dict[str, Tensor]) -> bool:
-        """Whether a phase's loss is finite; the first bad term of a step is remembered for the message."""
-        if bool(torch.isfinite(total)):
-            return True
-        if self._bad_term is None:
-            bad = [n for n, t in named.items() if not bool(torch.isfinite(t))] or ["total"]
-            self._bad_term = (stage, bad[0].rsplit("/", 1)[-1])
-        return False
-
-    def _count_nonfinite(self) -> None:
-        """Skip-and-count: stop after ``nan_patience`` steps in a row with a non-finite loss."""
-        if self._bad_term is None:
-            self.nonfinite = 0
+    def _resolve_nonfinite(self) -> None:
+        """Skip-and-count on the host, one sync for the steps since the last call: stop after
+        ``nan_patience`` steps in a row with a non-finite loss."""
+        if not self._pending:
             return
-        self.nonfinite += 1
-        self.skipped_steps += 1
-        stage, term = self._bad_term
-        self._bad_term = None
-        if self.nonfinite >= self.train_spec.nan_patience:
-            raise NonFiniteLoss(
-                f"stage {stage + 1} loss term '{term}' was not finite for {self.nonfinite} steps in a row "
-                f"(step {self.position.step}); training stopped and the last good checkpoint was kept "
-                f"in {self.out_dir / 'checkpoints'}",
-                path="training", fix="lower the learning rate, check the data for NaNs, or resume from the "
-                "last checkpoint with `ganstack run --resume`")
+        pending, self._pending = self._pending, []
+        flags = torch.stack([bad for _step, phases in pending for _stage, bad, _n, _f in phases]).tolist()
+        at = 0
+        for step, phases in pending:
+            bad_phases = [phase for phase, flag in zip(phases, flags[at:at + len(phases)], strict=True) if flag]
+            at += len(phases)
+            if not bad_phases:
+                self.nonfinite = 0
+                continue
+            self.nonfinite += 1
+            self.skipped_steps += 1
+            if self.nonfinite >= self.train_spec.nan_patience:
+                stage, _bad, names, finite = bad_phases[0]
+                local = [n for n, ok in zip(names, finite.reshape(-1).tolist(), strict=False) if not ok]
+                term = local[0].rsplit("/", 1)[-1] if local else "(on another process)"
+                raise NonFiniteLoss(
+                    f"stage {stage + 1} loss term '{term}' was not finite for {self.nonfinite} steps in a row "
+                    f"(step {step}); training stopped and the last good checkpoint was kept "
+                    f"in {self.out_dir / 'checkpoints'}",
+                    path="training", fix="lower the learning rate, check the data for NaNs, or resume from the "
+                    "last checkpoint with `ganstack run --resume`")
 
-    def _update_ema(self) -> None:
+    def _update_ema(self, stepped: Tensor) -> None:
+        """Move the EMA towards the generator if its step was taken (``stepped``, on the device)."""
         if self.ema is None:
             return
-        decay = float(self.train_spec.ema)
+        weight = stepped.float() * (1 - float(self.train_spec.ema))
         with torch.no_grad():
             for (name, p_ema), p in zip(self.ema.named_parameters(), self.stack.parameters(), strict=True):
                 if ".discriminator." not in name:
-                    p_ema.lerp_(p, 1 - decay)
+                    p_ema.lerp_(p, weight.to(p_ema.dtype))
             for b_ema, b in zip(self.ema.buffers(), self.stack.buffers(), strict=True):
-                b_ema.copy_(b)
+                b_ema.copy_(torch.where(stepped, b, b_ema))
 
     # ------------------------------------------------------------------------------ checkpoints
     def state(self, *, resumable: bool = True) -> dict[str, Any]:
@@ -619,7 +626,6 @@ class Trainer:
                         terms = self.step_fn(_to_device(batch, self.device, self.channels_last), active)
                         pos.batch += 1
                         pos.step += 1
-                        self._count_nonfinite()
                         self._after_step(terms, active)
                         ended = self._budget_reason()
                         if ended != "finished":
@@ -635,6 +641,7 @@ class Trainer:
                 if ended == "finished":
                     pos.block += 1
                     pos.epoch = 0
+            self._resolve_nonfinite()
             in_sync = distributed.replicas_in_sync(self.stack, self.dist, self.device)
         finally:
             restore_signals()
@@ -657,6 +664,9 @@ class Trainer:
     def _after_step(self, terms: dict[str, Tensor], active: list[int]) -> None:
         """Logging, samples, evaluation and checkpoints at their intervals."""
         pos, out, ev, iv = self.position, self.recipe.output, self.recipe.evaluation, self._interval
+        intervals = [out.log_every, out.sample_every, out.checkpoint_every, *([ev.every] if ev.every else [])]
+        if any(pos.step % n == 0 for n in intervals) or len(self._pending) >= self.train_spec.nan_patience:
+            self._resolve_nonfinite()  # before anything reads the counters or writes a checkpoint
         iv["count"] += 1
         iv["images"] += self.train_spec.batch_size * self.dist.world_size
         for name, value in terms.items():

@@ -203,11 +203,13 @@ class _NaNAfter:
         @attrs.define(frozen=True)
         class Options:
             after: int = 2
+            generator_too: bool = False
 
         class NaNAfter(nn.Module):
             def __init__(self, options, ctx) -> None:  # noqa: ANN001
                 super().__init__()
                 self.after = options.after
+                self.generator_too = options.generator_too
                 self.calls = 0
 
             def d_terms(self, step):  # noqa: ANN001
@@ -216,9 +218,36 @@ class _NaNAfter:
                 return {"exploding": value}
 
             def g_terms(self, step):  # noqa: ANN001
-                return {}
+                nan = self.generator_too and self.calls > self.after
+                return {"exploding_g": step.real.new_tensor(float("nan"))} if nan else {}
 
         register("loss", "nan-after", NaNAfter, options=Options)
+
+
+def test_a_non_finite_phase_leaves_weights_optimiser_and_ema_untouched(tmp_path: Path) -> None:
+    from ganstack.recipe import load_recipe
+    from ganstack.testing import registered_plugin
+    from ganstack.training import Trainer, _to_device
+
+    recipe = variant(tmp_path, "stages: {0: {losses: [{type: matching-aware}, {type: nan-after, after: 1,"
+                     " generator_too: true}]}, 1: null}\ntraining: {ema: 0.9}")
+    with registered_plugin(_NaNAfter(), "nan-plugin"):
+        trainer = Trainer(load_recipe(recipe), tmp_path / "run", report=lambda _m: None)
+        batch = _to_device(next(iter(trainer._loader(0, 0, 0))), trainer.device, trainer.channels_last)
+
+        def snapshot() -> list[torch.Tensor]:
+            opt_steps = [st["step"] for o in (trainer.d_opts[0], trainer.g_opts[0]) for st in o.state.values()]
+            return [t.detach().clone() for t in (*trainer.stack.parameters(), *trainer.ema.parameters(),
+                                                  *trainer.ema.buffers(), *opt_steps)]
+
+        trainer.step_fn(batch, [0])  # finite: everything moves
+        before = snapshot()
+        trainer.step_fn(batch, [0])  # NaN in both phases: skipped on the device
+        after = snapshot()
+    assert len(before) == len(after) and all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert trainer.skipped_steps == 0  # not read back yet: no host sync in the step
+    trainer._resolve_nonfinite()
+    assert (trainer.skipped_steps, trainer.nonfinite) == (1, 1)
 
 
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(cli, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import gc
 import inspect
 import os
 from datetime import timedelta
+from typing import Any
 
 import attrs
 import torch
@@ -24,6 +25,8 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    # A gloo group for the host's decisions (stop now?) beside NCCL, so asking never waits for the GPU.
+    control: Any = None
 
     @property
     def enabled(self) -> bool:
@@ -45,6 +48,8 @@ def setup(device: torch.device) -> DistInfo:
         if device.type == "cuda":
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    if dist.get_backend() == "nccl":
+        info = attrs.evolve(info, control=dist.new_group(backend="gloo"))
     return info
 
 
@@ -68,12 +73,15 @@ def wrap(module: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
     return ddp(module, device_ids=ids, find_unused_parameters=True, **buffers)
 
 
-def agree(flag: bool, info: DistInfo, device: torch.device, *, any_rank: bool = True) -> bool:
-    """The same decision on every rank: true if any (or, with ``any_rank=False``, every) rank says so."""
+def agree(flag: bool, info: DistInfo, *, any_rank: bool = True) -> bool:
+    """The same decision on every rank: true if any (or, with ``any_rank=False``, every) rank says so.
+
+    A host tensor over the gloo group (the default group on CPU, ``info.control`` beside NCCL): the
+    question costs a message between processes, never a wait for queued GPU work."""
     if not info.enabled:
         return flag
-    value = torch.tensor(float(flag), device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX if any_rank else dist.ReduceOp.MIN)
+    value = torch.tensor(float(flag))
+    dist.all_reduce(value, op=dist.ReduceOp.MAX if any_rank else dist.ReduceOp.MIN, group=info.control)
     return bool(value.item())
 
 

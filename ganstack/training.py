@@ -716,7 +716,7 @@ class Trainer:
             reason = "max_steps reached"
         elif self.max_minutes and (time.monotonic() - self._started) / 60 >= self.max_minutes:
             reason = "max_minutes reached"
-        if distributed.agree(reason != "finished", self.dist, self.device) and reason == "finished":
+        if distributed.agree(reason != "finished", self.dist) and reason == "finished":
             reason = "stopped with another process"
         return reason
 

@@ -47,7 +47,7 @@ from ganstack.interfaces import DataContext
 from ganstack.recipe import load_recipe
 from ganstack.registry import Register
 from ganstack.testing import registered_plugin
-from ganstack.training import Trainer, _to_device
+from ganstack.training import Trainer
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 PAPER = "stackgan_cub.yaml"
@@ -256,7 +256,7 @@ def build_trainer(settings: Settings, recipe: str, batch: int, overrides: tuple[
 
 def _device_batch(trainer: Trainer, size: int) -> dict[str, Any]:
     batch = default_collate([trainer.dataset[i] for i in range(size)])
-    return _to_device(batch, trainer.device, trainer.channels_last)
+    return trainer.to_device(batch)
 
 
 def _timed(fn: Callable[[], object], device: torch.device, settings: Settings) -> list[float]:
@@ -321,12 +321,12 @@ def measure_loader(case: LoaderCase, settings: Settings) -> dict[str, Any]:
     """Examples/s out of the trainer's own loader (and onto the device), after its first batch."""
     device, _ = _start(settings)
     trainer = build_trainer(settings, case.recipe, case.batch, case.overrides, synthetic=False)
-    batches = iter(trainer._loader(0, 0, 0))
-    _to_device(next(batches), device, trainer.channels_last)  # worker start-up is a once-per-epoch cost
+    batches = iter(trainer.loader(0, 0, 0))
+    trainer.to_device(next(batches))  # worker start-up is a once-per-epoch cost
     start = time.perf_counter()
     count = 0
     for batch in itertools.islice(batches, case.batches):
-        _to_device(batch, device, trainer.channels_last)
+        trainer.to_device(batch)
         count += 1
     synchronize(device)
     elapsed = time.perf_counter() - start

@@ -571,7 +571,11 @@ class Trainer:
 
         return restore
 
-    def _loader(self, block: int, epoch: int, start_batch: int) -> DataLoader:
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A loader's batch on the training device, images in the training memory format."""
+        return _to_device(batch, self.device, self.channels_last)
+
+    def loader(self, block: int, epoch: int, start_batch: int) -> DataLoader:
         """The loader of one epoch, from ``start_batch`` on. Its own seeded generator (worker seeds)
         keeps it from drawing on the global RNG, so a resumed run draws exactly what the original did."""
         sampler = EpochSampler(len(self.dataset), self.train_spec.seed, self.dist.rank, self.dist.world_size)
@@ -622,8 +626,8 @@ class Trainer:
                 for k, stage in enumerate(self.stack.stages):
                     stage.train(k >= min(active))  # earlier stages are finished: inference mode
                 while pos.epoch < self._block_epochs(pos.block) and ended == "finished":
-                    for batch in self._loader(pos.block, pos.epoch, pos.batch):
-                        terms = self.step_fn(_to_device(batch, self.device, self.channels_last), active)
+                    for batch in self.loader(pos.block, pos.epoch, pos.batch):
+                        terms = self.step_fn(self.to_device(batch), active)
                         pos.batch += 1
                         pos.step += 1
                         self._after_step(terms, active)

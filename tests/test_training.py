@@ -227,13 +227,13 @@ class _NaNAfter:
 def test_a_non_finite_phase_leaves_weights_optimiser_and_ema_untouched(tmp_path: Path) -> None:
     from ganstack.recipe import load_recipe
     from ganstack.testing import registered_plugin
-    from ganstack.training import Trainer, _to_device
+    from ganstack.training import Trainer
 
     recipe = variant(tmp_path, "stages: {0: {losses: [{type: matching-aware}, {type: nan-after, after: 1,"
                      " generator_too: true}]}, 1: null}\ntraining: {ema: 0.9}")
     with registered_plugin(_NaNAfter(), "nan-plugin"):
         trainer = Trainer(load_recipe(recipe), tmp_path / "run", report=lambda _m: None)
-        batch = _to_device(next(iter(trainer._loader(0, 0, 0))), trainer.device, trainer.channels_last)
+        batch = trainer.to_device(next(iter(trainer.loader(0, 0, 0))))
 
         def snapshot() -> list[torch.Tensor]:
             opt_steps = [st["step"] for o in (trainer.d_opts[0], trainer.g_opts[0]) for st in o.state.values()]

@@ -97,8 +97,8 @@ class TrainingSpec:
     precision on CUDA, ``bf16`` or ``fp16`` (with a gradient scaler), ``off`` elsewhere;
     ``channels_last``: NHWC memory format, faster convolutions on CPU and tensor cores;
     ``retain_memory``: on CPU (Linux, glibc), keep memory freed between steps in the process instead
-    of handing it back to the system to be faulted in again (about 20% of a CPU step at the
-    paper's size); the process then holds its peak memory until it exits;
+    of handing it back to the system to be faulted in again (the paper's steps run 16-26% faster on
+    2 cores); the process then holds its peak memory until it exits;
     ``compile``: ``torch.compile`` the stages (slow to start, worth it for long GPU runs);
     ``ema``: keep an exponential moving average of the generator with this decay (0.999 in
     StackGAN-v2) and sample from it; ``sync_batchnorm``: synchronise BatchNorm statistics across

@@ -94,7 +94,8 @@ class TrainingSpec:
     after this long (also ``--max-minutes``); ``seed``: seeds weights, noise, data order and
     augmentation; ``deterministic``: use deterministic kernels where torch has them;
     ``device``: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``; ``amp``: mixed
-    precision on CUDA, ``bf16`` or ``fp16`` (with a gradient scaler), ``off`` elsewhere;
+    precision, ``bf16`` (CUDA, and CPUs with AVX512-BF16 or AMX, where it about halves a paper
+    step) or ``fp16`` (CUDA, with a gradient scaler); ``off`` elsewhere;
     ``channels_last``: NHWC memory format, faster convolutions on CPU and tensor cores;
     ``retain_memory``: on CPU (Linux, glibc), keep memory freed between steps in the process instead
     of handing it back to the system to be faulted in again (the paper's steps run 16-26% faster on

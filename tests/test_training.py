@@ -103,6 +103,17 @@ def test_kept_snapshots_hold_weights_only_and_are_refused_by_resume(cli, tmp_pat
     assert "Traceback" not in err
 
 
+def test_bf16_autocast_trains_on_cpu_and_keeps_fp32_weights(cli, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, stdout, err = cli("run", TINY, "--out", out, "--max-steps", 3, "--set", "training.amp=bf16")
+    assert code == 0, stdout + err
+    env = json.loads((out / "environment.json").read_text())
+    assert env["amp"] == "bf16" and env["amp_active"] is True
+    assert all(v == v for line in metrics(out) for v in line.values() if isinstance(v, float))  # no NaN
+    model = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert {v.dtype for v in model.values() if torch.is_tensor(v) and v.is_floating_point()} == {torch.float32}
+
+
 def test_resume_is_bit_exact_across_a_stage_boundary(cli, tmp_path: Path) -> None:
     full, part = tmp_path / "full", tmp_path / "part"
     assert cli("run", TINY, "--out", full, "--max-steps", 9)[0] == 0

@@ -204,9 +204,9 @@ class Trainer:
         self.position = Position()
         self.nonfinite = 0
         self.skipped_steps = 0
-        # Each step's phases as (stage, non-finite flag on device, term names, their finiteness), read
-        # on the host only at log, sample, evaluation and checkpoint steps (and every nan_patience steps).
-        self._pending: list[tuple[int, list[tuple[int, Tensor, list[str], Tensor]]]] = []
+        # Each step's phases as (stage, non-finite flag on device, its named loss terms), read on the
+        # host only at log, sample, evaluation and checkpoint steps (and every nan_patience steps).
+        self._pending: list[tuple[int, list[tuple[int, Tensor, dict[str, Tensor]]]]] = []
         self._seconds_before = 0.0  # training time of earlier processes of this run (resumed runs)
         self._started = time.monotonic()
         self.best: float | None = None
@@ -331,7 +331,7 @@ class Trainer:
         wrong: list[Tensor] | None = batch.get("wrong_images")
         train_text = self.text_opt is not None and (self.train_spec.schedule == "joint" or active == [0])
         terms: dict[str, Tensor] = {}
-        phases: list[tuple[int, Tensor, list[str], Tensor]] = []
+        phases: list[tuple[int, Tensor, dict[str, Tensor]]] = []
 
         set_trainable([self.stack.text_encoder], train_text)
         with autocast(self.device, self.amp):
@@ -379,11 +379,10 @@ class Trainer:
         return terms
 
     def _backward_and_step(self, total: Tensor, opts: list[torch.optim.Optimizer], stage: int,
-                           named: dict[str, Tensor]) -> tuple[int, Tensor, list[str], Tensor]:
+                           named: dict[str, Tensor]) -> tuple[int, Tensor, dict[str, Tensor]]:
         """Backward, then a step each optimiser skips on the device if the loss is not finite on any
-        rank; returns the phase's flags for :meth:`_resolve_nonfinite`."""
+        rank; returns the phase's flag and terms for :meth:`_resolve_nonfinite`."""
         bad = distributed.any_rank(~torch.isfinite(total.detach()), self.dist)
-        finite = torch.stack([torch.isfinite(t.detach()).all() for t in named.values()]) if named else bad
         for o in opts:
             o.zero_grad(set_to_none=True)
         if total.requires_grad:
@@ -394,7 +393,7 @@ class Trainer:
             else:
                 o.found_inf = bad.float()  # read by fused Adam: no update, and its step count restored
                 o.step()
-        return stage, bad, list(named), finite
+        return stage, bad, {n: t.detach() for n, t in named.items()}
 
     def _resolve_nonfinite(self) -> None:
         """Skip-and-count on the host, one sync for the steps since the last call: stop after
@@ -402,7 +401,7 @@ class Trainer:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        flags = torch.stack([bad for _step, phases in pending for _stage, bad, _n, _f in phases]).tolist()
+        flags = torch.stack([bad for _step, phases in pending for _stage, bad, _terms in phases]).tolist()
         at = 0
         for step, phases in pending:
             bad_phases = [phase for phase, flag in zip(phases, flags[at:at + len(phases)], strict=True) if flag]
@@ -413,8 +412,8 @@ class Trainer:
             self.nonfinite += 1
             self.skipped_steps += 1
             if self.nonfinite >= self.train_spec.nan_patience:
-                stage, _bad, names, finite = bad_phases[0]
-                local = [n for n, ok in zip(names, finite.reshape(-1).tolist(), strict=False) if not ok]
+                stage, _bad, terms = bad_phases[0]  # the terms are read only here, on the way out
+                local = [n for n, t in terms.items() if not torch.isfinite(t).all()]
                 term = local[0].rsplit("/", 1)[-1] if local else "(on another process)"
                 raise NonFiniteLoss(
                     f"stage {stage + 1} loss term '{term}' was not finite for {self.nonfinite} steps in a row "

@@ -230,6 +230,17 @@ def test_missing_weights_are_a_user_error_naming_the_option(tmp_path: Path) -> N
         assert "torch.save" in str(err.value) and "weights" in str(err.value)
 
 
+def test_relative_weights_are_found_next_to_the_recipe(tmp_path: Path) -> None:
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "inception.pt").write_bytes(b"read lazily, at the first evaluation")
+    registry = load_plugins().registry
+    for name in ("inception-score", "fid"):
+        entry = registry.get("metric", name)
+        metric = entry.factory(entry.options(weights="inception.pt"), MetricContext(recipe_dir=recipes))
+        assert metric.weights == recipes / "inception.pt"
+
+
 def test_unreadable_weights_are_a_user_error(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a state dict")

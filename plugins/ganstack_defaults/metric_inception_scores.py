@@ -36,8 +36,8 @@ class InceptionScoreOptions:
     """Inception Score settings; ``weights`` is required, as nothing is downloaded.
 
     ``weights``: a torchvision-layout Inception-v3 state dict file (``torch.save(model.state_dict(),
-    FILE)``; for CUB, the paper's fine-tuned model converted to that layout); its sha256 is reported
-    beside the score; ``splits``: the images are scored in this many equal parts and the mean and
+    FILE)``; for CUB, the paper's fine-tuned model converted to that layout; a relative path: next to
+    the recipe, then the working folder); its sha256 is reported beside the score; ``splits``: the images are scored in this many equal parts and the mean and
     standard deviation over the parts reported (10 in the paper); ``batch_size``: images generated
     and judged at a time; ``num_classes``: the class count the weights must have, checked (null: read
     from the file's ``fc`` layer); ``split``: the split whose captions drive generation (the first
@@ -79,8 +79,9 @@ class FidOptions:
 class _InceptionJudged:
     """Holds the weights file, its hash and the lazily built backbone on the metric's device."""
 
-    def __init__(self, weights: str, device: str, load_backbone: BackboneLoader) -> None:
-        self.weights = check_weights_file(weights)
+    def __init__(self, weights: str, device: str, load_backbone: BackboneLoader,
+                 recipe_dir: Path | None = None) -> None:
+        self.weights = check_weights_file(weights, recipe_dir)
         self.device = torch.device(device)
         self._load_backbone = load_backbone
         self._backbone: nn.Module | None = None
@@ -104,8 +105,8 @@ class InceptionScore(_InceptionJudged):
     """Inception Score of generated images; ``load_backbone`` is the test seam (see metric_inception)."""
 
     def __init__(self, options: InceptionScoreOptions, device: str,
-                 load_backbone: BackboneLoader = load_inception) -> None:
-        super().__init__(options.weights, device, load_backbone)
+                 load_backbone: BackboneLoader = load_inception, recipe_dir: Path | None = None) -> None:
+        super().__init__(options.weights, device, load_backbone, recipe_dir)
         self.options = options
 
     def evaluate(self, source: ImageSource, n: int) -> dict[str, Any]:
@@ -141,8 +142,8 @@ class FrechetInceptionDistance(_InceptionJudged):
     """FID between generated images and the split's real images; ``load_backbone`` as above."""
 
     def __init__(self, options: FidOptions, device: str,
-                 load_backbone: BackboneLoader = load_inception) -> None:
-        super().__init__(options.weights, device, load_backbone)
+                 load_backbone: BackboneLoader = load_inception, recipe_dir: Path | None = None) -> None:
+        super().__init__(options.weights, device, load_backbone, recipe_dir)
         self.options = options
 
     def _reference_key(self, dataset: CaptionDataset, resolution: int, n_real: int) -> dict[str, Any]:

@@ -20,12 +20,12 @@ from ganstack_defaults.metric_shapes import ShapesAlignment, ShapesAlignmentOpti
 
 def build_inception_score(options: InceptionScoreOptions, ctx: MetricContext) -> InceptionScore:
     """Inception Score of generated images, judged by the Inception-v3 weights you point to."""
-    return InceptionScore(options, ctx.device)
+    return InceptionScore(options, ctx.device, recipe_dir=ctx.recipe_dir)
 
 
 def build_fid(options: FidOptions, ctx: MetricContext) -> FrechetInceptionDistance:
     """FID between generated and real images of a split (reference statistics cached on disk)."""
-    return FrechetInceptionDistance(options, ctx.device)
+    return FrechetInceptionDistance(options, ctx.device, recipe_dir=ctx.recipe_dir)
 
 
 def build_shapes_alignment(options: ShapesAlignmentOptions, ctx: MetricContext) -> ShapesAlignment:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 
@@ -18,9 +19,9 @@ applied = retain_freed_memory() if sys.argv[1] == "retain" else False
 torch.manual_seed(0)
 net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.Upsample(scale_factor=2),
                     nn.Conv2d(32, 8, 3, padding=1))
-x = torch.randn(16, 3, 64, 64)
+x = torch.randn(24, 3, 64, 64)
 faults = []
-for _ in range(6):
+for _ in range(8):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     net(x).square().mean().backward()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -40,7 +41,9 @@ def test_retained_memory_is_reused_without_page_faults() -> None:
     assert applied == "True"
     applied, system = _faults_per_step("system")
     assert applied == "False"
-    # By default each step faults its activations in again (about 40,000 pages of 4 KiB here);
-    # retained, the last steps reuse what the first ones freed.
-    assert min(system[3:]) > 20_000
-    assert sum(retained[3:]) < sum(system[3:]) / 10
+    # The upsampled activation (24x32x128x128 floats, 48 MiB) is above glibc's largest mmap threshold
+    # (32 MiB), so by default every step maps it afresh and faults its 12,288 pages in; retained, later
+    # steps reuse what the first ones freed. The heap still grows now and then (fragmentation), so
+    # the steady state is judged by the median step.
+    assert statistics.median(system[2:]) >= 12_288
+    assert statistics.median(retained[2:]) < 1_000

@@ -32,9 +32,11 @@ def resolve_device(name: str) -> torch.device:
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None: bf16 or fp16 on CUDA, bf16 on CPU (where oneDNN runs it natively
     on AVX512-BF16 or AMX: twice the fp32 conv rate), nothing elsewhere."""
-    if amp == "off" or device.type not in ("cuda", "cpu") or (device.type == "cpu" and amp != "bf16"):
-        return None
-    return torch.bfloat16 if amp == "bf16" else torch.float16
+    if amp == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.bfloat16
+    if amp == "fp16" and device.type == "cuda":
+        return torch.float16
+    return None
 
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)

@@ -667,14 +667,17 @@ class Trainer:
     def _after_step(self, terms: dict[str, Tensor], active: list[int]) -> None:
         """Logging, samples, evaluation and checkpoints at their intervals."""
         pos, out, ev, iv = self.position, self.recipe.output, self.recipe.evaluation, self._interval
-        intervals = [out.log_every, out.sample_every, out.checkpoint_every, *([ev.every] if ev.every else [])]
-        if any(pos.step % n == 0 for n in intervals) or len(self._pending) >= self.train_spec.nan_patience:
+        log_now = pos.step % out.log_every == 0
+        sample_now = pos.step % out.sample_every == 0
+        eval_now = bool(ev.every) and pos.step % ev.every == 0
+        save_now = pos.step % out.checkpoint_every == 0
+        if log_now or sample_now or eval_now or save_now or len(self._pending) >= self.train_spec.nan_patience:
             self._resolve_nonfinite()  # before anything reads the counters or writes a checkpoint
         iv["count"] += 1
         iv["images"] += self.train_spec.batch_size * self.dist.world_size
         for name, value in terms.items():
             iv["sums"][name] = iv["sums"].get(name, 0) + value.float()
-        if pos.step % out.log_every == 0:
+        if log_now:
             means = distributed.mean_across_ranks({n: v / iv["count"] for n, v in iv["sums"].items()}, self.dist)
             elapsed = max(time.monotonic() - iv["start"], 1e-9)
             record = {"step": pos.step, "epoch": pos.epoch, "stage": active[-1] + 1,
@@ -687,13 +690,13 @@ class Trainer:
             self._interval = {"sums": {}, "count": 0, "start": time.monotonic(), "images": 0}
         elif self.progress and self.dist.is_main:
             self.progress.update(pos.step, None)
-        if pos.step % out.sample_every == 0:
+        if sample_now:
             sheet = self.write_samples()
             if self._tensorboard is not None:
                 self._tensorboard.add_image("samples", _png_tensor(sheet), pos.step)
-        if ev.every and pos.step % ev.every == 0 and self.dist.is_main:
+        if eval_now and self.dist.is_main:
             self._write_log({"step": pos.step, "epoch": pos.epoch, **self.evaluate()})
-        if pos.step % out.checkpoint_every == 0 and self.nonfinite == 0:
+        if save_now and self.nonfinite == 0:
             self.save()
             if out.keep_every and pos.step % out.keep_every == 0:
                 self.save(f"step_{pos.step:07d}")

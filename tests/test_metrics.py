@@ -239,6 +239,9 @@ def test_relative_weights_are_found_next_to_the_recipe(tmp_path: Path) -> None:
         entry = registry.get("metric", name)
         metric = entry.factory(entry.options(weights="inception.pt"), MetricContext(recipe_dir=recipes))
         assert metric.weights == recipes / "inception.pt"
+        with pytest.raises(UserError, match="do not exist") as err:
+            entry.factory(entry.options(weights="missing.pt"), MetricContext(recipe_dir=recipes))
+        assert str(recipes / "missing.pt") in str(err.value) and str(Path.cwd() / "missing.pt") in str(err.value)
 
 
 def test_unreadable_weights_are_a_user_error(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganstack.errors import UserError
-from ganstack.recipe_paths import resolve_recipe_path
+from ganstack.recipe_paths import looked_in, resolve_recipe_path
 
 INPUT_SIZE = 299
 PREPROCESSING = "clamp[-1,1]>bilinear299(align_corners=False,antialias=False)>transform_input-scale"
@@ -70,9 +70,11 @@ def _weights_error(path: Path, problem: str) -> UserError:
 def check_weights_file(weights: str, recipe_dir: Path | None = None) -> Path:
     """The weights path (a relative one: next to the recipe, then the working folder), or a
     UserError naming the ``weights`` option when it cannot be read."""
-    path, _candidates = resolve_recipe_path(weights, recipe_dir, Path.is_file)
+    path, candidates = resolve_recipe_path(weights, recipe_dir, Path.is_file)
+    if not path.exists():
+        raise _weights_error(Path(weights), f"do not exist (looked for {looked_in(candidates)})")
     if not path.is_file():
-        raise _weights_error(path, "do not exist" if not path.exists() else "are not a file")
+        raise _weights_error(path, "are not a file")
     try:
         with path.open("rb"):
             pass

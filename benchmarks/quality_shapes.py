@@ -38,7 +38,7 @@ COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 
 
 
 def train(out: Path, minutes: float, extra: list[str]) -> None:
-    from ganstack.cli import main
+    from ganstack.cli.main import main
 
     args = ["run", str(ROOT / "recipes" / "shapes_quickstart.yaml"), "--out", str(out),
             "--max-minutes", str(minutes)]
@@ -54,9 +54,9 @@ def times_by_step(run: Path) -> dict[int, float]:
 
 
 def score(run: Path, n: int) -> list[dict]:
-    from ganstack.evaluation import build_metric, evaluate
-    from ganstack.recipe_schema import Component
-    from ganstack.sampling import load
+    from ganstack.evaluate.scoring import build_metric, evaluate
+    from ganstack.recipe.schema import Component
+    from ganstack.sample.draw import load
 
     times = times_by_step(run)
     rows = []

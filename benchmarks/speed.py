@@ -5,7 +5,7 @@
     python benchmarks/speed.py --quick         # tiny sizes, one iteration: a smoke test
     python benchmarks/speed.py --device cuda --amp bf16
 
-Training cases build a real :class:`ganstack.training.Trainer` from a recipe, with a synthetic
+Training cases build a real :class:`ganstack.train.trainer.Trainer` from a recipe, with a synthetic
 dataset standing in for the data (the paper recipes need none), and time its ``step_fn``: the
 code ``ganstack run`` runs. Each case runs in a fresh process, so its peak memory is its own
 (``ru_maxrss`` cannot be reset within a process). The loader case reads the real shapes data
@@ -41,13 +41,13 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import Dataset, default_collate
 
-from ganstack.devices import amp_dtype, resolve_device, retain_freed_memory
+from ganstack.build.devices import amp_dtype, resolve_device, retain_freed_memory
+from ganstack.components.registry import Register
 from ganstack.hookspecs import hookimpl
 from ganstack.interfaces import DataContext
-from ganstack.recipe import load_recipe
-from ganstack.registry import Register
+from ganstack.recipe.resolve import load_recipe
 from ganstack.testing import registered_plugin
-from ganstack.training import Trainer
+from ganstack.train.trainer import Trainer
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 PAPER = "stackgan_cub.yaml"

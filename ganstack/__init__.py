@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ganstack.sampling import TextToImage
+    from ganstack.sample.draw import TextToImage
 
 try:
     __version__ = version("ganstack")
@@ -22,6 +22,6 @@ def load(run_or_checkpoint: str | Path, *, device: str = "auto", ema: bool = Tru
 
     Imported on first call, so ``import ganstack`` (and ``ganstack --help``) stays free of torch.
     """
-    from ganstack.sampling import load as load_run
+    from ganstack.sample.draw import load as load_run
 
     return load_run(run_or_checkpoint, device=device, ema=ema)

@@ -2,6 +2,6 @@
 
 import sys
 
-from ganstack.cli import main
+from ganstack.cli.main import main
 
 sys.exit(main())

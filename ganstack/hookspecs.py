@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from ganstack.registry import Register
+    from ganstack.components.registry import Register
 
 PROJECT = "ganstack"
 

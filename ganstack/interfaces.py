@@ -97,7 +97,7 @@ class DataContext:
 @attrs.frozen
 class MetricContext:
     """Given to a ``metric`` factory. ``recipe_dir``: where relative paths in its options point first
-    (then the working folder; resolve them with ``ganstack.recipe_paths.resolve_recipe_path``)."""
+    (then the working folder; resolve them with ``ganstack.recipe.paths.resolve_recipe_path``)."""
 
     device: str = "cpu"
     recipe_dir: Path | None = None

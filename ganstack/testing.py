@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ganstack.plugin_loader import PluginInfo, load_plugins
+from ganstack.components.loader import PluginInfo, load_plugins
 
 
 @contextmanager

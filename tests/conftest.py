@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ganstack.cli import main
+from ganstack.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "recipes" / "tiny_shapes.yaml"

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ganstack.components.loader import registry
 from ganstack.errors import DataError
 from ganstack.interfaces import CaptionDataset, DataContext
-from ganstack.plugin_loader import registry
 
 COLOURS = [(250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0), (0, 250, 250), (250, 0, 250)]
 

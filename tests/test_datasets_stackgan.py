@@ -12,11 +12,11 @@ from PIL import Image
 from test_safe_pickle import py2_pickle
 from torch.utils.data import DataLoader
 
+from ganstack.components.loader import registry
 from ganstack.errors import DataError
 from ganstack.interfaces import CaptionDataset, DataContext
-from ganstack.plugin_loader import registry
-from ganstack_defaults import data_cache
-from ganstack_defaults.data_transforms import box_crop, load_size
+from ganstack_defaults.data import cache as data_cache
+from ganstack_defaults.data.transforms import box_crop, load_size
 
 GREEN, BLUE, RED = (0, 200, 0), (0, 0, 200), (200, 0, 0)
 KEYS = ["001.Albatross/Albatross_0001", "001.Albatross/Albatross_0002", "002.Auklet/Auklet_0003",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ganstack import hookspecs
-from ganstack.reference import UNDOCUMENTED, cli_page, default_entries, recipes_page
+from ganstack.cli.reference import UNDOCUMENTED, cli_page, default_entries, recipes_page
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -24,7 +24,7 @@ def test_recipe_reference_is_current_and_complete(monkeypatch: pytest.MonkeyPatc
     page = recipes_page(default_entries())
     assert UNDOCUMENTED not in page, [line for line in page.splitlines() if UNDOCUMENTED in line][:10]
     assert (DOCS / "recipes.md").read_text(encoding="utf-8") == page, \
-        "docs/recipes.md is stale: run `python -m ganstack.reference recipes > docs/recipes.md`"
+        "docs/recipes.md is stale: run `python -m ganstack.cli.reference recipes > docs/recipes.md`"
 
 
 def test_every_registered_default_option_is_in_the_reference() -> None:
@@ -42,7 +42,7 @@ def test_every_registered_default_option_is_in_the_reference() -> None:
 def test_cli_reference_is_current(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "100")
     assert (DOCS / "cli.md").read_text(encoding="utf-8") == cli_page(), \
-        "docs/cli.md is stale: run `python -m ganstack.reference cli > docs/cli.md`"
+        "docs/cli.md is stale: run `python -m ganstack.cli.reference cli > docs/cli.md`"
 
 
 @pytest.mark.parametrize("hook", _hooks())

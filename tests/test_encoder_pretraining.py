@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from ganstack.encoder_pretraining import (
+from ganstack.errors import CheckpointError, UserError
+from ganstack.train.encoder_pretraining import (
     FORMAT,
     ImageEncoder,
     PretrainOptions,
@@ -20,10 +21,9 @@ from ganstack.encoder_pretraining import (
     pretrain_char_cnn_rnn,
     retrieval_accuracy,
 )
-from ganstack.errors import CheckpointError, UserError
-from ganstack_defaults.text_bow import BagOfWordsEncoder, BowOptions
-from ganstack_defaults.text_charcnnrnn import CharCnnRnnEncoder, CharCnnRnnOptions
-from ganstack_defaults.text_precomputed import PrecomputedEncoder, PrecomputedOptions
+from ganstack_defaults.text.bow import BagOfWordsEncoder, BowOptions
+from ganstack_defaults.text.charcnnrnn import CharCnnRnnEncoder, CharCnnRnnOptions
+from ganstack_defaults.text.precomputed import PrecomputedEncoder, PrecomputedOptions
 
 COLOURS = {"red": (1, -1, -1), "green": (-1, 1, -1), "blue": (-1, -1, 1), "yellow": (1, 1, -1),
            "cyan": (-1, 1, 1), "magenta": (1, -1, 1), "white": (1, 1, 1), "black": (-1, -1, -1)}

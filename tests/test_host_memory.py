@@ -14,7 +14,7 @@ from conftest import GLIBC
 STEPS = """
 import resource, sys, torch
 from torch import nn
-from ganstack.devices import retain_freed_memory
+from ganstack.build.devices import retain_freed_memory
 applied = retain_freed_memory() if sys.argv[1] == "retain" else False
 torch.manual_seed(0)
 net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.Upsample(scale_factor=2),

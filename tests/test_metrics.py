@@ -11,22 +11,27 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from ganstack.encoder_pretraining import PretrainOptions, pretrain_and_save
+from ganstack.components.loader import load_plugins
 from ganstack.errors import DataError, UserError
 from ganstack.interfaces import DataContext, Metric, MetricContext
-from ganstack.plugin_loader import load_plugins
-from ganstack_defaults import shapes
-from ganstack_defaults.data_shapes import ShapesDataset, ShapesOptions, build_shapes
-from ganstack_defaults.metric_inception import INPUT_SIZE, load_inception, preprocess
-from ganstack_defaults.metric_inception_scores import (
+from ganstack.train.encoder_pretraining import PretrainOptions, pretrain_and_save
+from ganstack_defaults.metrics.formulas import FeatureMoments, frechet_distance, inception_score
+from ganstack_defaults.metrics.inception import INPUT_SIZE, load_inception, preprocess
+from ganstack_defaults.metrics.inception_scores import (
     FidOptions,
     FrechetInceptionDistance,
     InceptionScore,
     InceptionScoreOptions,
 )
-from ganstack_defaults.metric_math import FeatureMoments, frechet_distance, inception_score
-from ganstack_defaults.metric_shapes import SPLITS, ShapesAlignment, ShapesAlignmentOptions, evaluation_scenes
-from ganstack_defaults.metric_shapes_judge import (
+from ganstack_defaults.shapes import scenes as shapes
+from ganstack_defaults.shapes.alignment import (
+    SPLITS,
+    ShapesAlignment,
+    ShapesAlignmentOptions,
+    evaluation_scenes,
+)
+from ganstack_defaults.shapes.dataset import ShapesDataset, ShapesOptions, build_shapes
+from ganstack_defaults.shapes.judge import (
     JudgeSpec,
     accuracy,
     labels,
@@ -34,7 +39,7 @@ from ganstack_defaults.metric_shapes_judge import (
     render_scenes,
     train_judge,
 )
-from ganstack_defaults.text_bow import BagOfWordsEncoder, BowOptions
+from ganstack_defaults.text.bow import BagOfWordsEncoder, BowOptions
 
 
 # ------------------------------------------------------------------------------------ fakes

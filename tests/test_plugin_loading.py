@@ -37,7 +37,7 @@ from ganstack.hookspecs import hookimpl
 
 @hookimpl
 def register_components(register):
-    from ganstack_defaults.nets_conditioners import build_ca, CAOptions
+    from ganstack_defaults.networks.conditioners import build_ca, CAOptions
     register("conditioner", "ca", build_ca, options=CAOptions, summary="another CA")
 """
 
@@ -103,7 +103,7 @@ class _Plugin:
 
 
 def test_registered_plugin_context_manager() -> None:
-    from ganstack.plugin_loader import load_plugins
+    from ganstack.components.loader import load_plugins
 
     registry = load_plugins().registry
     with registered_plugin(_Plugin(), "echo-plugin") as info:
@@ -120,7 +120,7 @@ def test_plugin_failing_in_its_hook_is_isolated() -> None:
             register("loss", "half", lambda o, c: None)
             raise ValueError("oops")
 
-    from ganstack.plugin_loader import PluginWarning, load_plugins
+    from ganstack.components.loader import PluginWarning, load_plugins
 
     with pytest.warns(PluginWarning, match="'bad' failed to load"), registered_plugin(Bad(), "bad") as info:
         assert "ValueError: oops" in info.error
@@ -133,7 +133,7 @@ def test_unknown_kind_is_reported() -> None:
         def register_components(self, register) -> None:  # noqa: ANN001
             register("generator", "g", lambda o, c: None)
 
-    from ganstack.plugin_loader import PluginWarning
+    from ganstack.components.loader import PluginWarning
 
     with pytest.warns(PluginWarning), registered_plugin(WrongKind(), "wrongkind") as info:
         assert "unknown kind 'generator'" in info.error and "generator_stage" in info.error

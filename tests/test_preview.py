@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from ganstack.components.loader import registry
 from ganstack.interfaces import DataContext
-from ganstack.manifest import ManifestWriter
-from ganstack.plugin_loader import registry
-from ganstack.preview import write_preview
+from ganstack.sample.manifest import ManifestWriter
+from ganstack.sample.preview import write_preview
 
 
 def test_shapes_preview_writes_pngs_and_manifest(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from conftest import TINY, write
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ganstack.cli import main
+    from ganstack.cli.main import main
 
     out = tmp_path_factory.mktemp("tiny") / "run"
     assert main(["run", str(TINY), "--out", str(out), "--max-steps", "2"]) == 0

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from ganstack.components.loader import registry
 from ganstack.errors import DataError
 from ganstack.interfaces import CaptionDataset, DataContext
-from ganstack.plugin_loader import registry
-from ganstack_defaults import data_shapes, shapes
-from ganstack_defaults.shapes import HELDOUT_PAIRS, PALETTE, Scene
+from ganstack_defaults.shapes import dataset as data_shapes
+from ganstack_defaults.shapes import scenes as shapes
+from ganstack_defaults.shapes.scenes import HELDOUT_PAIRS, PALETTE, Scene
 
 FUNCTION_WORDS = {"a", "an", "on", "with", "in", "the", "there", "is", "background", "and", "of", "picture",
                   "shows", "sits", "behind", "against"}

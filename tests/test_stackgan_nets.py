@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from ganstack.components.loader import load_plugins
 from ganstack.errors import RecipeError
 from ganstack.interfaces import (
     Condition,
@@ -19,11 +20,10 @@ from ganstack.interfaces import (
     StageContext,
     StageOutput,
 )
-from ganstack.plugin_loader import load_plugins
-from ganstack_defaults.nets_blocks import init_weights
-from ganstack_defaults.nets_conditioners import CAOptions, LinearOptions
-from ganstack_defaults.nets_discriminators import MatchingAwareOptions
-from ganstack_defaults.nets_generators import RefinerOptions, Stage1Options
+from ganstack_defaults.networks.blocks import init_weights
+from ganstack_defaults.networks.conditioners import CAOptions, LinearOptions
+from ganstack_defaults.networks.discriminators import MatchingAwareOptions
+from ganstack_defaults.networks.generators import RefinerOptions, Stage1Options
 
 TEXT, NOISE = 16, 10  # tiny sizes for shape tests
 

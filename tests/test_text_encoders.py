@@ -8,15 +8,15 @@ import io
 import pytest
 import torch
 
+from ganstack.components.loader import load_plugins
 from ganstack.errors import CheckpointError, DataError, PluginError, UserError
 from ganstack.interfaces import TextEncoder, TextEncoderContext
-from ganstack.plugin_loader import load_plugins
-from ganstack_defaults import text_minilm
-from ganstack_defaults.text_bow import BagOfWordsEncoder, BowOptions
-from ganstack_defaults.text_charcnnrnn import CharCnnRnnEncoder, CharCnnRnnOptions
-from ganstack_defaults.text_encoders import build_bow
-from ganstack_defaults.text_precomputed import PrecomputedEncoder, PrecomputedOptions
-from ganstack_defaults.text_vocab import UNKNOWN, Vocabulary, tokenize
+from ganstack_defaults.text import minilm as text_minilm
+from ganstack_defaults.text.bow import BagOfWordsEncoder, BowOptions
+from ganstack_defaults.text.charcnnrnn import CharCnnRnnEncoder, CharCnnRnnOptions
+from ganstack_defaults.text.plugin import build_bow
+from ganstack_defaults.text.precomputed import PrecomputedEncoder, PrecomputedOptions
+from ganstack_defaults.text.vocab import UNKNOWN, Vocabulary, tokenize
 
 CAPTIONS = [
     "A small bird with a RED head.",

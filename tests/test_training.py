@@ -236,9 +236,9 @@ class _NaNAfter:
 
 
 def test_a_non_finite_phase_leaves_weights_optimiser_and_ema_untouched(tmp_path: Path) -> None:
-    from ganstack.recipe import load_recipe
+    from ganstack.recipe.resolve import load_recipe
     from ganstack.testing import registered_plugin
-    from ganstack.training import Trainer
+    from ganstack.train.trainer import Trainer
 
     recipe = variant(tmp_path, "stages: {0: {losses: [{type: matching-aware}, {type: nan-after, after: 1,"
                      " generator_too: true}]}, 1: null}\ntraining: {ema: 0.9}")

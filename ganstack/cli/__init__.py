@@ -1,0 +1,1 @@
+"""The `ganstack` command (main) and the generated reference pages (reference)."""

@@ -1,0 +1,1 @@
+"""Scoring a trained stack with metric plugins, during training and by `ganstack eval`."""

@@ -1,0 +1,1 @@
+"""What a run leaves on disk: checkpoints (checkpoint) and its records (record: environment.json, metrics.jsonl)."""

@@ -1,0 +1,176 @@
+"""Drawing images from a trained stack for any sentence: the ``ganstack.load`` API and ``ganstack sample``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from torch import Tensor
+
+from ganstack.build.devices import resolve_device
+from ganstack.build.stack import Stack, build_stack
+from ganstack.errors import UserError
+from ganstack.recipe.resolve import ResolvedRecipe, recipe_from_dict
+from ganstack.run_folder.checkpoint import load_checkpoint
+
+
+@attrs.define
+class Samples:
+    """Images for ``captions``: ``images[stage]`` is ``[len(captions) * n, 3, r, r]``, caption-major."""
+
+    captions: list[str]
+    n: int
+    seeds: list[int]
+    images: list[Tensor]
+
+    def image(self, caption: int, sample: int, stage: int) -> Tensor:
+        return self.images[stage][caption * self.n + sample]
+
+
+class TextToImage:
+    """A trained stack ready to draw: ``generate(texts, n=..., seed=...)``."""
+
+    def __init__(self, stack: Stack, resolved: ResolvedRecipe, device: torch.device, step: int) -> None:
+        self.stack = stack.eval()
+        self.resolved = resolved
+        self.device = device
+        self.step = step
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        return self.stack.resolutions
+
+    def encode(self, texts: Sequence[str]) -> Tensor:
+        """Embed new sentences with the run's own text encoder (vocabulary and weights as trained)."""
+        encoder = self.stack.text_encoder
+        if not getattr(encoder, "can_encode_text", False):
+            encoder.encode_text(list(texts))  # raises the encoder's own explanation
+        with torch.no_grad():
+            return encoder.encode_text(list(texts)).to(self.device).float()
+
+    @torch.no_grad()
+    def generate(self, texts: Sequence[str] | None = None, *, n: int = 1, seed: int = 0,
+                 embeddings: Tensor | np.ndarray | None = None) -> Samples:
+        """``n`` images per sentence from every stage. Sample ``i`` of every caption draws its noise and
+        its CA samples from seed ``seed + i`` alone, whatever else is in the batch.
+
+        ``embeddings`` (one row per caption) replaces ``texts`` for encoders that cannot read new
+        sentences (``precomputed``).
+        """
+        if embeddings is not None:
+            text = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32, device=self.device)
+            captions = list(texts) if texts else [f"embedding {i}" for i in range(len(text))]
+        else:
+            captions = list(texts or [])
+            if not captions:
+                raise UserError("no text to draw from", fix="give --text \"a sentence\" or --captions FILE")
+            text = self.encode(captions)
+        seeds = [seed + i for i in range(n)]
+        z, eps = self._noise(seeds)
+        k = len(captions)
+        outs = self.stack.generate(text.repeat_interleave(n, dim=0), z.repeat(k, 1),
+                                   eps=[e.repeat(k, 1) for e in eps])
+        return Samples(captions, n, seeds, [out.image.float().cpu() for _c, out in outs])
+
+    def _noise(self, seeds: Sequence[int]) -> tuple[Tensor, list[Tensor]]:
+        """Noise z and each stage's CA noise, one row per seed, each row from its own seed."""
+        zs, eps = [], []
+        for s in seeds:
+            gen = torch.Generator().manual_seed(s)
+            zs.append(torch.randn(self.stack.noise_dim, generator=gen))
+            eps.append([torch.randn(int(st.conditioner.out_dim), generator=gen) for st in self.stack.stages])
+        per_stage = [torch.stack([e[j] for e in eps]).to(self.device) for j in range(len(self.stack.stages))]
+        return torch.stack(zs).to(self.device), per_stage
+
+    @torch.no_grad()
+    def ca_variations(self, text: str, k: int, *, seed: int = 0) -> Samples:
+        """Fixed noise and text, ``k`` Conditioning Augmentation samples (the paper's figure).
+
+        A run whose conditioners all draw nothing (``linear``, ``identity``, ``none``) is refused:
+        its ``k`` images would be identical.
+        """
+        emb = self.encode([text]).repeat(k, 1)
+        z, _ = self._noise([seed])
+        _, eps = self._noise([seed + 1 + i for i in range(k)])
+        outs = self.stack.generate(emb, z.expand(k, -1).contiguous(), eps=eps)
+        if all(condition.logvar is None for condition, _out in outs):
+            names = ", ".join(sorted({s.conditioner.type for s in self.resolved.recipe.stages}))
+            raise UserError(f"--ca-variations varies Conditioning Augmentation's samples, but this run's "
+                            f"conditioners ({names}) are deterministic, so every image would be the same",
+                            path="stages.conditioner",
+                            fix="use a run trained with `conditioner: {type: ca}` (e.g. recipes/shapes_ca.yaml), "
+                            "or vary the noise instead with --n K")
+        return Samples([f"{text} (CA sample {i + 1})" for i in range(k)], 1, [seed] * k,
+                       [out.image.float().cpu() for _c, out in outs])
+
+    @torch.no_grad()
+    def interpolate(self, text_a: str, text_b: str, steps: int, *, seed: int = 0) -> Samples:
+        """Blend the condition from ``text_a`` to ``text_b`` with the noise fixed (CA at its mean)."""
+        a, b = self.encode([text_a, text_b])
+        w = torch.linspace(0, 1, steps, device=self.device).unsqueeze(1)
+        emb = (1 - w) * a + w * b
+        z, _ = self._noise([seed])
+        zero_eps = [torch.zeros(steps, int(s.conditioner.out_dim), device=self.device) for s in self.stack.stages]
+        outs = self.stack.generate(emb, z.expand(steps, -1).contiguous(), eps=zero_eps)
+        labels = [f"{1 - float(t):.2f} x '{text_a}' + {float(t):.2f} x '{text_b}'" for t in w[:, 0]]
+        return Samples(labels, 1, [seed] * steps, [out.image.float().cpu() for _c, out in outs])
+
+
+def load(run_or_checkpoint: str | Path, *, device: str = "auto", ema: bool = True) -> TextToImage:
+    """Load a run folder or checkpoint for drawing; uses the generator EMA when the run kept one."""
+    ckpt = load_checkpoint(run_or_checkpoint)
+    resolved = recipe_from_dict(ckpt["recipe"], file=ckpt["path"], base_dir=ckpt.get("recipe_dir"))
+    stack = build_stack(resolved)
+    state = ckpt["ema"] if ema and ckpt.get("ema") else ckpt["model"]
+    stack.load_state_dict(state)
+    target = resolve_device(device)
+    return TextToImage(stack.to(target), resolved, target, int(ckpt["position"]["step"]))
+
+
+def read_captions(path: Path) -> list[str]:
+    """One caption per non-empty line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UserError(f"cannot read captions: {exc.strerror or exc}", file=str(path),
+                        fix="give a text file with one caption per line") from None
+    return [line.strip() for line in lines if line.strip()]
+
+
+def read_embeddings(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read embeddings: {exc}", file=str(path),
+                        fix="give a .npy file of shape (captions, dim) saved with numpy.save") from None
+    if arr.ndim != 2:
+        raise UserError(f"embeddings must be 2-D (captions, dim), got shape {arr.shape}", file=str(path))
+    return arr
+
+
+def write_samples(samples: Samples, out_dir: Path, *, stages: str = "all",
+                  resolutions: Sequence[int]) -> dict[str, Any]:
+    """One PNG per caption, sample and stage, ``manifest.jsonl`` and ``contact_sheet.png``."""
+    from ganstack.sample.images import contact_sheet, save_png, to_uint8
+    from ganstack.sample.manifest import ManifestWriter
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chosen = list(range(len(samples.images))) if stages == "all" else [len(samples.images) - 1]
+    writer = ManifestWriter(out_dir)
+    rows: list[str] = []
+    for ci, caption in enumerate(samples.captions):
+        for si in range(samples.n):
+            rows.append(caption if samples.n == 1 else f"{caption} [{si + 1}]")
+            for k in chosen:
+                rel = f"caption{ci:03d}_sample{si:02d}_stage{k + 1}.png"
+                writer.add(to_uint8(samples.image(ci, si, k)), rel, caption=caption, index=si, stage=k + 1,
+                           resolution=int(resolutions[k]), seed=samples.seeds[si])
+    manifest = writer.close()
+    headers = [f"stage {k + 1} ({resolutions[k]}px)" for k in chosen]
+    sheet = out_dir / "contact_sheet.png"
+    save_png(contact_sheet(rows, [samples.images[k] for k in chosen], headers=headers), sheet)
+    return {"manifest": manifest, "contact_sheet": sheet, "images": len(rows) * len(chosen)}

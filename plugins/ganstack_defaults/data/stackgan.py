@@ -1,0 +1,258 @@
+"""StackGAN's preprocessed data (CUB birds, Oxford-102 flowers, COCO), read as users have it on disk.
+
+Layout, relative to ``root`` (``split`` is ``train`` or ``test``)::
+
+    <split>/filenames.pickle                list of keys, e.g. 002.Laysan_Albatross/Laysan_Albatross_0002_1027
+    <split>/char-CNN-RNN-embeddings.pickle  float (N, captions, dim); option ``embeddings_file``
+    <split>/class_info.pickle               class id per example (optional)
+    <text_dir>/<key>.txt                    one caption per line; line j pairs with embedding j
+                                            (default text/, else StackGAN's download name text_c10/)
+    <image_dir>[/images]/<key>.jpg          the image
+    <image_dir>/images.txt, bounding_boxes.txt   CUB's boxes (x, y, w, h), read when ``crop_boxes``
+
+Text files and images not at their key's path are also found by file name anywhere below their
+folder (Oxford-102's captions unpack as ``text_c10/class_*/image_*.txt``). Without
+``class_info.pickle``, a key's folder is its class (CUB's ``002.Laysan_Albatross``); keys without
+a folder have class ``-1``. COCO is assumed to follow StackGAN's COCO data: the same per-split
+pickles (5 captions each), images found by name under ``root`` (``train2014/``, ``val2014/``),
+no boxes; its classes are ``-1`` unless ``class_info.pickle`` is there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import numpy as np
+
+from ganstack.errors import DataError
+from ganstack.interfaces import DataContext
+from ganstack.safe_pickle import load_pickle
+from ganstack_defaults.data.cache import ImageFile, cache_key, cached_images
+from ganstack_defaults.data.dataset import CaptionImageDataset
+from ganstack_defaults.data.paths import DOCS, FileFinder, non_empty, resolve_root
+from ganstack_defaults.data.transforms import Box, load_size
+
+EMBEDDINGS_FILE = "char-CNN-RNN-embeddings.pickle"
+DOWNLOAD_TEXT_DIR = "text_c10"  # what StackGAN's birds and flowers downloads call the caption folder
+
+
+@attrs.define(frozen=True, kw_only=True)
+class StackGANBirdsOptions:
+    """Options of ``stackgan-birds``; the defaults are the official code's.
+
+    ``root``: the folder holding ``train/`` and ``test/`` (absolute, or relative to the recipe's
+    folder, then to the working folder); ``split``: ``train`` or ``test`` reads that split for every
+    use; ``null`` (default) reads the split each use asks for (training ``train``, a metric its own
+    ``split``); ``embeddings_per_sample``: caption embeddings averaged per training example, drawn
+    at random without repeats (1: the PyTorch port; 4: the TensorFlow code); other splits average
+    the first ones; ``embeddings_file``: the embeddings pickle in each split folder, an array
+    (examples, captions, dim); ``null`` reads none, for a text encoder that reads the captions
+    instead; ``crop_boxes``: crop each bird to a square of side 1.5 times the larger side of its CUB
+    bounding box, centred on the box and clamped to the image, as StackGAN does (reads
+    ``images.txt`` and ``bounding_boxes.txt`` in ``image_dir``); ``image_dir``: folder under
+    ``root`` where CUB-200-2011 is unpacked: images at ``images/<key>.jpg``, with the box tables
+    beside ``images/``; ``text_dir``: folder under ``root`` of the ``<key>.txt`` caption files, one
+    caption a line, line j pairing with embedding j; files elsewhere below it are found by name;
+    left at ``text`` and with no such folder, ``text_c10`` (the name in StackGAN's downloads) is read;
+    ``flip``: mirror half the training crops at random, as StackGAN does (turn off when captions say
+    left or right); ``skip_corrupt``: leave out images that cannot be decoded (logged, and listed in
+    the cache's ``.meta.json``) instead of stopping with an error that names the first
+    """
+
+    root: str = attrs.field(default="Data/birds", validator=non_empty)
+    split: str | None = None  # None: the split the caller asks for (train or test)
+    embeddings_per_sample: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    embeddings_file: str | None = EMBEDDINGS_FILE  # None: no embeddings, captions only
+    crop_boxes: bool = True
+    image_dir: str = "CUB_200_2011"
+    text_dir: str = attrs.field(default="text", validator=non_empty)
+    flip: bool = True
+    skip_corrupt: bool = False
+
+
+@attrs.define(frozen=True, kw_only=True)
+class StackGANFlowersOptions(StackGANBirdsOptions):
+    """Options of ``stackgan-flowers``: Oxford-102 is not cropped (other options as ``stackgan-birds``).
+
+    ``crop_boxes``: off, as Oxford-102 has no bounding boxes (on, it reads CUB-style ``images.txt``
+    and ``bounding_boxes.txt`` in ``image_dir``); ``image_dir``: folder under ``root`` holding the
+    Oxford-102 images (its archive unpacks as ``jpg/``); images are found by file name
+    """
+
+    root: str = attrs.field(default="Data/flowers", validator=non_empty)
+    crop_boxes: bool = False
+    image_dir: str = "jpg"
+
+
+@attrs.define(frozen=True, kw_only=True)
+class StackGANCocoOptions(StackGANBirdsOptions):
+    """Options of ``stackgan-coco``: images found by file name anywhere under ``root`` (other options
+    as ``stackgan-birds``).
+
+    ``root``: the folder holding ``train/`` and ``test/`` and the COCO images (absolute, or relative
+    to the recipe's folder, then to the working folder); ``crop_boxes``: off, as COCO has no
+    CUB-style box tables; ``image_dir``: folder under ``root`` searched for each ``<name>.jpg``;
+    empty (default) searches ``root`` itself, so ``train2014/`` and ``val2014/`` are both found
+    """
+
+    root: str = attrs.field(default="Data/coco", validator=non_empty)
+    crop_boxes: bool = False
+    image_dir: str = ""
+
+
+def _missing(path: Path, dataset: str, what: str) -> DataError:
+    return DataError(
+        f"missing {what}: StackGAN's {dataset} layout is incomplete",
+        file=str(path),
+        fix=f"download StackGAN's preprocessed {dataset} data ({DOCS} says where) and point `root` at "
+        "the folder holding train/ and test/, or set the option that names this file",
+    )
+
+
+def _pickle(path: Path, dataset: str, what: str) -> object:
+    if not path.is_file():
+        raise _missing(path, dataset, what)
+    return load_pickle(path)
+
+
+def _keys(path: Path, dataset: str) -> list[str]:
+    keys = _pickle(path, dataset, "the list of examples")
+    if not isinstance(keys, (list, tuple, np.ndarray)) or not len(keys):
+        raise DataError("expected a non-empty list of file keys", file=str(path), fix=f"see {DOCS}")
+    return [k.decode() if isinstance(k, bytes) else str(k) for k in keys]
+
+
+def _embeddings(path: Path, dataset: str, count: int) -> np.ndarray:
+    array = np.asarray(_pickle(path, dataset, "the caption embeddings"), dtype=np.float32)
+    if array.ndim == 2:  # one embedding per example
+        array = array[:, None, :]
+    if array.ndim != 3 or len(array) != count:
+        raise DataError(f"expected embeddings of shape ({count}, captions, dim), found {array.shape}",
+                        file=str(path), fix="use the embeddings file of the same split as filenames.pickle")
+    return array
+
+
+def _class_ids(split_dir: Path, keys: list[str]) -> np.ndarray:
+    path = split_dir / "class_info.pickle"
+    if path.is_file():
+        ids = np.asarray(load_pickle(path)).astype(np.int64).ravel()
+        if len(ids) != len(keys):
+            raise DataError(f"{len(ids)} class ids for {len(keys)} examples", file=str(path),
+                            fix="use the class_info.pickle of the same split, or delete it")
+        return ids
+    folders = [Path(k).parent.name for k in keys]
+    names = sorted({f for f in folders if f})
+    return np.array([names.index(f) if f else -1 for f in folders], dtype=np.int64)
+
+
+def _text_folder(root: Path, options: StackGANBirdsOptions, dataset: str) -> Path:
+    """The caption folder: ``text_dir``, or, when that is the default and absent, the download's name."""
+    folder = root / options.text_dir
+    if folder.is_dir():
+        return folder
+    is_default = options.text_dir == attrs.fields(type(options)).text_dir.default
+    if is_default and (root / DOWNLOAD_TEXT_DIR).is_dir():
+        return root / DOWNLOAD_TEXT_DIR
+    also = f" (nor '{DOWNLOAD_TEXT_DIR}' beside it)" if is_default else ""
+    raise DataError(
+        f"no caption folder '{options.text_dir}' under the {dataset} root{also}", file=str(folder),
+        fix=f"set `text_dir` to the folder under `root` holding the <key>.txt caption files; {DOCS} says "
+        "where to get them")
+
+
+def _captions(text_dir: Path, keys: list[str], dataset: str) -> list[list[str]]:
+    finder = FileFinder(text_dir, ".txt")
+    captions = []
+    for key in keys:
+        path = finder.find(key)
+        if path is None:
+            raise DataError(
+                f"no caption file for '{key}'", file=str(finder.expected(key)),
+                fix=f"put the {dataset} text files under '{text_dir}' (option `text_dir`); {DOCS} says "
+                "where to get them")
+        lines = [s.strip() for s in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+        if not any(lines):
+            raise DataError("caption file is empty", file=str(path), fix="restore the file from the download")
+        captions.append([s for s in lines if s])
+    return captions
+
+
+def _read_table(path: Path, dataset: str, columns: int) -> dict[str, list[str]]:
+    """``id -> fields`` of a whitespace-separated CUB table."""
+    if not path.is_file():
+        raise _missing(path, dataset, "CUB's bounding boxes (crop_boxes is on)")
+    rows = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            fields = line.split()
+            if len(fields) != columns:
+                raise DataError(f"line {number}: expected {columns} fields, found {len(fields)}", file=str(path),
+                                fix="restore the file from the CUB_200_2011 download")
+            rows[fields[0]] = fields[1:]
+    return rows
+
+
+def _box(fields: list[str]) -> Box:
+    x, y, w, h = (float(v) for v in fields)
+    return x, y, w, h
+
+
+def _boxes(image_dir: Path, dataset: str) -> dict[str, Box]:
+    """CUB's boxes keyed like filenames.pickle (the image path without ``.jpg``)."""
+    names = _read_table(image_dir / "images.txt", dataset, 2)
+    boxes = _read_table(image_dir / "bounding_boxes.txt", dataset, 5)
+    try:
+        return {str(Path(names[i][0]).with_suffix("")): _box(boxes[i]) for i in names if i in boxes}
+    except ValueError as exc:
+        raise DataError(f"bad number in bounding boxes: {exc}", file=str(image_dir / "bounding_boxes.txt"),
+                        fix="restore the file from the CUB_200_2011 download") from None
+
+
+def _image_files(root: Path, keys: list[str], options: StackGANBirdsOptions, dataset: str) -> list[ImageFile]:
+    folder = root / options.image_dir
+    if (folder / "images").is_dir():
+        folder = folder / "images"
+    finder = FileFinder(folder, ".jpg")
+    boxes = _boxes(root / options.image_dir, dataset) if options.crop_boxes else {}
+    files = []
+    for key in keys:
+        path = finder.find(key)
+        if path is None:
+            raise DataError(f"no image for '{key}'", file=str(finder.expected(key)),
+                            fix=f"set `image_dir` to the folder holding the {dataset} images; {DOCS} says "
+                            "where to get them")
+        if options.crop_boxes and key not in boxes:
+            raise DataError(f"no bounding box for '{key}'", file=str(root / options.image_dir / "images.txt"),
+                            fix="use CUB_200_2011's own images.txt and bounding_boxes.txt, or set "
+                            "`crop_boxes: false`")
+        files.append(ImageFile(path, boxes.get(key)))
+    return files
+
+
+def build_stackgan(dataset: str, options: StackGANBirdsOptions, ctx: DataContext) -> CaptionImageDataset:
+    """The ``dataset`` (e.g. ``stackgan-birds``) split ``options.split or ctx.split``."""
+    root = resolve_root(options.root, ctx, option="root", dataset=dataset)
+    split = options.split or ctx.split
+    split_dir = root / split
+    if not split_dir.is_dir():
+        present = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise DataError(f"no '{split}' split (folders there: {', '.join(present) or 'none'})",
+                        file=str(split_dir), fix=f"use a split that exists, or see {DOCS} for the layout")
+    keys = _keys(split_dir / "filenames.pickle", dataset)
+    embeddings = (_embeddings(split_dir / options.embeddings_file, dataset, len(keys))
+                  if options.embeddings_file else None)
+    class_ids = _class_ids(split_dir, keys)
+    captions = _captions(_text_folder(root, options, dataset), keys, dataset)
+    files = _image_files(root, keys, options, dataset)
+    store = cached_images(ctx.cache_dir, f"{dataset}-{split}", files, load_size(max(ctx.resolutions)),
+                          skip_corrupt=options.skip_corrupt)
+    keep = store.usable
+    if embeddings is not None and len(keep) < len(keys):
+        embeddings = embeddings[keep]
+    return CaptionImageDataset(
+        images=store, captions=[captions[i] for i in keep], class_ids=class_ids[keep], embeddings=embeddings,
+        resolutions=ctx.resolutions, train=split == "train", seed=ctx.seed, want_wrong=ctx.want_wrong,
+        flip=options.flip, embeddings_per_sample=options.embeddings_per_sample,
+        fingerprint=cache_key([dataset, split, store.stem.name, attrs.asdict(options)]), skipped=store.skipped,
+    )

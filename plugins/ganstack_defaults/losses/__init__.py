@@ -1,0 +1,1 @@
+"""The default losses (matching-aware adversarial, hinge, KL, colour consistency); `plugin` registers them."""

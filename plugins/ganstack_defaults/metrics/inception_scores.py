@@ -1,0 +1,182 @@
+"""The ``inception-score`` and ``fid`` metrics: Inception-v3 judgements of generated images.
+
+Both generate one image per caption of the first ``n`` examples of ``split`` (see
+:mod:`metric_sources`) and report the sha256 of the weights file beside the score, because a
+score means nothing without the network that gave it. FID's reference statistics (the real
+images of the same examples) are computed once and cached under ``cache_dir``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from attrs import validators as v
+from torch import Tensor, nn
+
+from ganstack.errors import DataError, UserError
+from ganstack.interfaces import CaptionDataset, ImageSource
+from ganstack_defaults.metrics.cache import cache_file, load_entry, save_entry, sha256_file
+from ganstack_defaults.metrics.formulas import FeatureMoments, frechet_distance, inception_score
+from ganstack_defaults.metrics.inception import (
+    PREPROCESSING,
+    BackboneLoader,
+    check_weights_file,
+    load_inception,
+)
+from ganstack_defaults.metrics.sources import generate, item_batches, real_images
+
+FID_CACHE_VERSION = 1
+
+
+@attrs.define(frozen=True, kw_only=True)
+class InceptionScoreOptions:
+    """Inception Score settings; ``weights`` is required, as nothing is downloaded.
+
+    ``weights``: a torchvision-layout Inception-v3 state dict file (``torch.save(model.state_dict(),
+    FILE)``; for CUB, the paper's fine-tuned model converted to that layout; a relative path: next to
+    the recipe, then the working folder); its sha256 is reported beside the score; ``splits``: the images are scored in this many equal parts and the mean and
+    standard deviation over the parts reported (10 in the paper); ``batch_size``: images generated
+    and judged at a time; ``num_classes``: the class count the weights must have, checked (null: read
+    from the file's ``fc`` layer); ``split``: the split whose captions drive generation (the first
+    ``n`` examples, one image per caption); ``stage``: which stage's images are scored, 1-based
+    (null: the last); ``seed``: noise seed, batch ``b`` uses ``seed + b``, so a stack's score repeats
+    """
+
+    weights: str
+    splits: int = attrs.field(default=10, validator=v.ge(1))
+    batch_size: int = attrs.field(default=50, validator=v.ge(1))
+    num_classes: int | None = attrs.field(default=None, validator=v.optional(v.ge(2)))  # None: from fc
+    split: str = "test"  # whose captions drive generation
+    stage: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))  # 1-based; None: last
+    seed: int = 0
+
+
+@attrs.define(frozen=True, kw_only=True)
+class FidOptions:
+    """FID settings; ``weights`` is required, as nothing is downloaded.
+
+    ``weights``: a torchvision-layout Inception-v3 state dict file, as for ``inception-score``; FID
+    compares its 2048-d pool features, and its sha256 is reported beside the score;
+    ``batch_size``: images generated and judged at a time; ``split``: the split whose first ``n``
+    examples give both the captions to generate from and the real images to compare with;
+    ``stage``: which stage's images are scored, 1-based (null: the last), against real images at
+    that stage's resolution; ``seed``: noise seed, batch ``b`` uses ``seed + b``;
+    ``cache_dir``: folder caching the real images' statistics, keyed by the weights' sha256, the
+    preprocessing, the dataset and ``n`` (delete it after changing a custom dataset's data)
+    """
+
+    weights: str
+    batch_size: int = attrs.field(default=50, validator=v.ge(1))
+    split: str = "test"  # real images and captions come from this split
+    stage: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))
+    seed: int = 0
+    cache_dir: str = ".ganstack-cache/fid"
+
+
+class _InceptionJudged:
+    """Holds the weights file, its hash and the lazily built backbone on the metric's device."""
+
+    def __init__(self, weights: str, device: str, load_backbone: BackboneLoader,
+                 recipe_dir: Path | None = None) -> None:
+        self.weights = check_weights_file(weights, recipe_dir)
+        self.device = torch.device(device)
+        self._load_backbone = load_backbone
+        self._backbone: nn.Module | None = None
+        self._sha256: str | None = None
+
+    @property
+    def weights_sha256(self) -> str:
+        if self._sha256 is None:
+            self._sha256 = sha256_file(self.weights)
+        return self._sha256
+
+    def judge(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits, pool features) of images in [-1, 1]."""
+        if self._backbone is None:
+            self._backbone = self._load_backbone(self.weights, self.device)
+        with torch.no_grad():
+            return self._backbone(images.to(self.device))
+
+
+class InceptionScore(_InceptionJudged):
+    """Inception Score of generated images; ``load_backbone`` is the test seam (see metric_inception)."""
+
+    def __init__(self, options: InceptionScoreOptions, device: str,
+                 load_backbone: BackboneLoader = load_inception, recipe_dir: Path | None = None) -> None:
+        super().__init__(options.weights, device, load_backbone, recipe_dir)
+        self.options = options
+
+    def evaluate(self, source: ImageSource, n: int) -> dict[str, Any]:
+        o = self.options
+        if n < o.splits:
+            raise UserError(f"the Inception Score needs at least as many images as splits: n={n}, "
+                            f"splits={o.splits}", path="splits",
+                            fix="evaluate more images (evaluation.n) or lower `splits`")
+        probs = []
+        for b, (_, items) in enumerate(item_batches(source.dataset(o.split), n, o.batch_size, o.split)):
+            logits, _ = self.judge(generate(source, [it["caption"] for it in items], o.seed + b, o.stage))
+            if o.num_classes is not None and logits.shape[1] != o.num_classes:
+                raise UserError(f"num_classes is {o.num_classes} but the Inception weights "
+                                f"{self.weights} have {logits.shape[1]} classes", path="num_classes",
+                                fix="leave `num_classes` out to read it from the weights file")
+            probs.append(torch.softmax(logits.double(), dim=1).float().cpu())
+        mean, std = inception_score(torch.cat(probs), o.splits)
+        return {"is_mean": mean, "is_std": std, "weights_sha256": self.weights_sha256}
+
+
+def dataset_identity(dataset: CaptionDataset, split: str, resolution: int) -> dict[str, Any]:
+    """What names a split's real images in a cache key.
+
+    The default datasets carry a ``fingerprint`` of their data and options; any other dataset is
+    known by its class, split, length and resolution only (clear ``cache_dir`` after changing it).
+    """
+    cls = type(dataset)
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "split": split, "len": len(dataset),
+            "resolution": resolution, "fingerprint": getattr(dataset, "fingerprint", None)}
+
+
+class FrechetInceptionDistance(_InceptionJudged):
+    """FID between generated images and the split's real images; ``load_backbone`` as above."""
+
+    def __init__(self, options: FidOptions, device: str,
+                 load_backbone: BackboneLoader = load_inception, recipe_dir: Path | None = None) -> None:
+        super().__init__(options.weights, device, load_backbone, recipe_dir)
+        self.options = options
+
+    def _reference_key(self, dataset: CaptionDataset, resolution: int, n_real: int) -> dict[str, Any]:
+        return {"what": "fid-reference", "version": FID_CACHE_VERSION, "weights_sha256": self.weights_sha256,
+                "preprocessing": PREPROCESSING, "dataset": dataset_identity(dataset, self.options.split,
+                                                                            resolution), "n": n_real}
+
+    def evaluate(self, source: ImageSource, n: int) -> dict[str, Any]:
+        o = self.options
+        if n < 2:
+            raise UserError(f"FID needs at least 2 images to estimate a covariance, got n={n}", path="n",
+                            fix="evaluate more images (evaluation.n; FID is usually reported on 10,000+)")
+        dataset = source.dataset(o.split)
+        batches = item_batches(dataset, n, o.batch_size, o.split)  # refuses an empty split
+        n_real = min(n, len(dataset))  # positions past the split repeat it: scored once as real images
+        if n_real < 2:
+            raise DataError(f"FID needs at least 2 real images; the '{o.split}' split has {len(dataset)}",
+                            path="split", fix="choose a larger split in the metric's `split` option")
+        resolution = real_images([dataset[0]], o.stage).shape[-1]
+        key = self._reference_key(dataset, resolution, n_real)
+        path = cache_file(Path(o.cache_dir), "fid-reference", key)
+        reference = load_entry(path, key)
+        real, fake = FeatureMoments(), FeatureMoments()
+        for b, (positions, items) in enumerate(batches):
+            if reference is None:
+                unseen = [it for i, it in zip(positions, items, strict=True) if i < n_real]
+                if unseen:
+                    real.add(self.judge(real_images(unseen, o.stage))[1])
+            fake.add(self.judge(generate(source, [it["caption"] for it in items], o.seed + b, o.stage))[1])
+        if reference is None:
+            mu, sigma = real.stats()
+            reference = {"mu": mu, "sigma": sigma}
+            save_entry(path, key, reference)
+        mu_fake, sigma_fake = fake.stats()
+        return {"fid": frechet_distance(mu_fake, sigma_fake, reference["mu"], reference["sigma"]),
+                "weights_sha256": self.weights_sha256}

@@ -1,0 +1,46 @@
+"""The default ``metric`` plugins: Inception Score, FID, shapes attribute alignment, R-precision.
+
+Each evaluates the last stage's images unless its ``stage`` option (1-based) names another.
+"""
+
+from __future__ import annotations
+
+from ganstack.components.registry import Register
+from ganstack.hookspecs import hookimpl
+from ganstack.interfaces import MetricContext
+from ganstack_defaults.metrics.inception_scores import (
+    FidOptions,
+    FrechetInceptionDistance,
+    InceptionScore,
+    InceptionScoreOptions,
+)
+from ganstack_defaults.metrics.retrieval import RPrecision, RPrecisionOptions
+from ganstack_defaults.shapes.alignment import ShapesAlignment, ShapesAlignmentOptions
+
+
+def build_inception_score(options: InceptionScoreOptions, ctx: MetricContext) -> InceptionScore:
+    """Inception Score of generated images, judged by the Inception-v3 weights you point to."""
+    return InceptionScore(options, ctx.device, recipe_dir=ctx.recipe_dir)
+
+
+def build_fid(options: FidOptions, ctx: MetricContext) -> FrechetInceptionDistance:
+    """FID between generated and real images of a split (reference statistics cached on disk)."""
+    return FrechetInceptionDistance(options, ctx.device, recipe_dir=ctx.recipe_dir)
+
+
+def build_shapes_alignment(options: ShapesAlignmentOptions, ctx: MetricContext) -> ShapesAlignment:
+    """Shapes dataset: per-attribute accuracy of generated images against their captions."""
+    return ShapesAlignment(options, ctx.device)
+
+
+def build_r_precision(options: RPrecisionOptions, ctx: MetricContext) -> RPrecision:
+    """R-precision: does each generated image rank its own caption first among 100?"""
+    return RPrecision(options, ctx.device, ctx.recipe_dir)
+
+
+@hookimpl
+def register_components(register: Register) -> None:
+    register("metric", "inception-score", build_inception_score, options=InceptionScoreOptions)
+    register("metric", "fid", build_fid, options=FidOptions)
+    register("metric", "shapes-alignment", build_shapes_alignment, options=ShapesAlignmentOptions)
+    register("metric", "r-precision", build_r_precision, options=RPrecisionOptions)

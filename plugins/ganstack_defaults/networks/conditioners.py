@@ -1,0 +1,121 @@
+"""Conditioners: a text embedding to the condition a generator stage (and its D) sees.
+
+``ca`` is StackGAN's Conditioning Augmentation; ``identity`` and ``linear`` are the
+deterministic alternatives the paper's ablation compares it with.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+from ganstack.interfaces import Condition, StageContext
+from ganstack_defaults.networks.blocks import LEAK, init_weights
+
+CA_ACTIVATIONS = ("relu", "leaky_relu", "glu")
+
+
+@attrs.define(frozen=True, kw_only=True)
+class CAOptions:
+    """Options of the ``ca`` conditioner (Conditioning Augmentation).
+
+    ``condition_dim``: size of ``c`` (128 in the paper); ``activation``: what follows the linear
+    layer that gives the mean and log-variance: ``relu`` (PyTorch port), ``leaky_relu`` (TensorFlow
+    code) or ``glu`` (StackGAN-v2)
+    """
+
+    condition_dim: int = attrs.field(default=128, validator=attrs.validators.ge(1))
+    activation: Literal["relu", "leaky_relu", "glu"] = attrs.field(
+        default="relu", validator=attrs.validators.in_(CA_ACTIVATIONS))
+
+
+class ConditioningAugmentation(nn.Module):
+    """Conditioning Augmentation: ``c ~ N(mu(text), exp(logvar(text)))``, sampled by reparametrisation.
+
+    Sampling ``c`` around the embedding smooths the conditioning manifold for the few captions
+    per image; the loss adds a KL term on ``mu``/``logvar``. With ``glu`` the linear layer is
+    twice as wide and the GLU gate halves it, as in StackGAN-v2.
+    """
+
+    def __init__(self, text_dim: int, options: CAOptions) -> None:
+        super().__init__()
+        self.out_dim = options.condition_dim
+        width = 2 * self.out_dim * (2 if options.activation == "glu" else 1)
+        activation = {"relu": nn.ReLU(), "leaky_relu": nn.LeakyReLU(LEAK), "glu": nn.GLU(dim=1)}
+        self.net = nn.Sequential(nn.Linear(text_dim, width), activation[options.activation])
+
+    def forward(self, text: Tensor, eps: Tensor | None = None) -> Condition:
+        mu, logvar = self.net(text).chunk(2, dim=1)
+        if eps is None:
+            eps = torch.randn_like(mu)
+        return Condition(c=mu + torch.exp(0.5 * logvar) * eps, mu=mu, logvar=logvar)
+
+
+class IdentityConditioner(nn.Module):
+    """The raw text embedding as the condition: no augmentation (the paper's "no CA" ablation)."""
+
+    def __init__(self, text_dim: int) -> None:
+        super().__init__()
+        self.out_dim = text_dim
+
+    def forward(self, text: Tensor, eps: Tensor | None = None) -> Condition:
+        return Condition(c=text, mu=text, logvar=None)
+
+
+class NoTextConditioner(nn.Module):
+    """An empty condition: the stage sees no text (the paper's "text twice: no" ablation of Stage-II)."""
+
+    out_dim = 0
+
+    def forward(self, text: Tensor, eps: Tensor | None = None) -> Condition:
+        empty = text.new_zeros(text.shape[0], 0)
+        return Condition(c=empty, mu=empty, logvar=None)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class LinearOptions:
+    """Options of the ``linear`` conditioner.
+
+    ``condition_dim``: size of the compressed embedding (128 matches ``ca``'s ``c``)
+    """
+
+    condition_dim: int = attrs.field(default=128, validator=attrs.validators.ge(1))
+
+
+class LinearConditioner(nn.Module):
+    """A deterministic compression of the embedding: Linear -> LeakyReLU(0.2), no sampling.
+
+    The GAN-INT-CLS style conditioning, and StackGAN's ablation of CA at the same width.
+    """
+
+    def __init__(self, text_dim: int, options: LinearOptions) -> None:
+        super().__init__()
+        self.out_dim = options.condition_dim
+        self.net = nn.Sequential(nn.Linear(text_dim, self.out_dim), nn.LeakyReLU(LEAK))
+
+    def forward(self, text: Tensor, eps: Tensor | None = None) -> Condition:
+        c = self.net(text)
+        return Condition(c=c, mu=c, logvar=None)
+
+
+def build_ca(options: CAOptions, ctx: StageContext) -> ConditioningAugmentation:
+    """Conditioning Augmentation: c = mu + sigma * eps from the text embedding (StackGAN)."""
+    return init_weights(ConditioningAugmentation(ctx.text_dim, options))
+
+
+def build_identity(options: attrs.AttrsInstance, ctx: StageContext) -> IdentityConditioner:
+    """The text embedding itself as the condition (no CA; the paper's ablation)."""
+    return IdentityConditioner(ctx.text_dim)
+
+
+def build_no_text(options: attrs.AttrsInstance, ctx: StageContext) -> NoTextConditioner:
+    """No text for this stage: an empty condition (pair it with a discriminator on ``condition: text``)."""
+    return NoTextConditioner()
+
+
+def build_linear(options: LinearOptions, ctx: StageContext) -> LinearConditioner:
+    """Linear + LeakyReLU compression of the text embedding, deterministic (no CA)."""
+    return init_weights(LinearConditioner(ctx.text_dim, options))

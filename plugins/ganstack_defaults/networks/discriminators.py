@@ -1,0 +1,175 @@
+"""Discriminators on StackGAN's down path, for any image size 4 * 2**k (k >= 1): StackGAN's
+matching-aware one, which concatenates the text to the 4x4 features, and a projection one."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any, Literal
+
+import attrs
+from torch import Tensor, nn
+
+from ganstack.errors import RecipeError
+from ganstack.interfaces import Condition, StageContext
+from ganstack_defaults.networks.blocks import (
+    LEAK,
+    conv_block,
+    down_block,
+    init_weights,
+    log2_exact,
+    with_condition,
+)
+
+TEXT_CONDITION_DIM = 128  # the TF code's compressed embedding size, when the stage's is unknown
+
+
+def _only_for_text(instance: MatchingAwareOptions, attribute: Any, value: int | None) -> None:
+    if value is not None and instance.condition != "text":
+        raise ValueError(f"'condition_dim' sizes D's own text compression, used only with condition: text "
+                         f"(condition is '{instance.condition}'); remove it or set condition: text")
+
+
+@attrs.define(frozen=True, kw_only=True)
+class MatchingAwareOptions:
+    """Options of the ``matching-aware`` discriminator.
+
+    ``ndf``: width of the first down block, doubled by each further one (64 in the paper, 96 for
+    COCO); ``condition``: ``mu`` (the stage's CA mean, detached; PyTorch port) or ``text`` (D
+    compresses the raw embedding itself; TF code); ``unconditional_head``: add the image-only logit
+    (the port's Stage-II); ``condition_dim``: size of that compression (``condition: text`` only;
+    default the stage's condition size, else 128)
+    """
+
+    ndf: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+    condition: Literal["mu", "text"] = attrs.field(default="mu", validator=attrs.validators.in_(("mu", "text")))
+    unconditional_head: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    condition_dim: int | None = attrs.field(
+        default=None, validator=[attrs.validators.optional(attrs.validators.ge(1)), _only_for_text])
+
+
+def _image_path(image_size: int, image_channels: int, ndf: int) -> tuple[nn.Sequential, int]:
+    """The down path to 4x4 and its output channels.
+
+    One 4x4 stride-2 down block per halving, ``log2(image_size / 4)`` in all, with ``ndf * 2**i``
+    channels (the first without BN). Where that ends above ``8ndf``, 3x3 conv -> BN -> LeakyReLU
+    blocks halve the channels back to ``8ndf``: this gives StackGAN's 64x64 D (64, 128, 256, 512),
+    its 256x256 D (64 ... 2048, then 1024, 512) and StackGAN-v2's 128x128 D (64 ... 1024, then
+    512) from one rule. Below 64x64 the path ends at ``ndf * 2**(downs - 1)`` channels.
+    """
+    downs = log2_exact(image_size // 4) or 0
+    widths = [ndf << i for i in range(downs)]
+    layers = [down_block(image_channels, ndf, batch_norm=False)]
+    layers += [down_block(a, b) for a, b in pairwise(widths)]
+    channels = widths[-1]
+    while channels > 8 * ndf:
+        layers.append(conv_block(channels, channels // 2, leaky=True))
+        channels //= 2
+    return nn.Sequential(*layers), channels
+
+
+class MatchingAwareDiscriminator(nn.Module):
+    """StackGAN's discriminator: image features at 4x4, judged with the text (and optionally alone).
+
+    ``cond_logits``: the condition replicated to 4x4 and concatenated after the features, 3x3
+    conv -> BN -> LeakyReLU(0.2) at the feature width, 4x4 conv stride 4 -> one logit.
+    ``uncond_logits``: a 4x4 conv stride 4 on the features alone (or ``None`` without that head).
+    Logits, not probabilities: the losses apply the sigmoid.
+    """
+
+    def __init__(self, options: MatchingAwareOptions, image_size: int, image_channels: int, text_dim: int,
+                 cond_dim: int) -> None:
+        """``cond_dim``: the stage's condition size (``mu``) or D's own compressed size (``text``)."""
+        super().__init__()
+        self.condition = options.condition
+        self.image_path, self.feature_channels = _image_path(image_size, image_channels, options.ndf)
+        self.compress_text = (nn.Sequential(nn.Linear(text_dim, cond_dim), nn.LeakyReLU(LEAK))
+                              if options.condition == "text" else None)
+        width = self.feature_channels
+        self.cond_head = nn.Sequential(conv_block(width + cond_dim, width, leaky=True),
+                                       nn.Conv2d(width, 1, kernel_size=4, stride=4))
+        self.uncond_head = nn.Conv2d(width, 1, kernel_size=4, stride=4) if options.unconditional_head else None
+
+    def features(self, image: Tensor) -> Tensor:
+        return self.image_path(image)
+
+    def cond_logits(self, features: Tensor, condition: Condition, text: Tensor) -> Tensor:
+        vector = condition.mu.detach() if self.compress_text is None else self.compress_text(text)
+        return self.cond_head(with_condition(features, vector)).reshape(-1)
+
+    def uncond_logits(self, features: Tensor) -> Tensor | None:
+        return None if self.uncond_head is None else self.uncond_head(features).reshape(-1)
+
+
+def _check_size(ctx: StageContext) -> None:
+    if ctx.image_size is None:
+        raise ValueError("the discriminator needs ctx.image_size; the stack must fill it in before building D")
+    if ctx.image_size < 8 or ctx.image_size % 4 or log2_exact(ctx.image_size // 4) is None:
+        raise RecipeError(f"the discriminator halves the image down to 4x4, which {ctx.image_size}x"
+                          f"{ctx.image_size} does not reach",
+                          fix="use image sizes that are 4 times a power of two: 8, 16, 32, 64, 128, 256, ...")
+
+
+def build_matching_aware(options: MatchingAwareOptions, ctx: StageContext) -> MatchingAwareDiscriminator:
+    """StackGAN matching-aware discriminator: conditional (and optional unconditional) logit."""
+    _check_size(ctx)
+    if options.condition == "text":
+        cond_dim = options.condition_dim or ctx.cond_dim or TEXT_CONDITION_DIM
+    elif ctx.cond_dim is None:
+        raise ValueError("matching-aware with condition: mu needs ctx.cond_dim; the stack must fill it in")
+    else:
+        cond_dim = ctx.cond_dim
+    return init_weights(MatchingAwareDiscriminator(options, ctx.image_size, ctx.image_channels, ctx.text_dim,
+                                                   cond_dim))
+
+
+@attrs.define(frozen=True, kw_only=True)
+class ProjectionOptions:
+    """Options of the ``projection`` discriminator.
+
+    ``ndf``: width of the first down block, as ``matching-aware``; ``condition``: ``text`` (the raw
+    embedding, projected by D) or ``mu`` (the stage's condition mean, detached);
+    ``unconditional_head``: also report the image-only logit to losses that use it
+    """
+
+    ndf: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+    condition: Literal["mu", "text"] = attrs.field(default="text", validator=attrs.validators.in_(("mu", "text")))
+    unconditional_head: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+
+
+class ProjectionDiscriminator(nn.Module):
+    """Projection discriminator (Miyato and Koyama, 2018) on StackGAN's down path.
+
+    The 4x4 feature map is flattened to ``h`` (not summed over space as in the paper, so that
+    positions such as "top left" stay visible); the conditional logit is ``w.h + <V y, h>``, where
+    ``y`` is the text (or the condition mean). The inner product asks every feature whether the
+    image agrees with the text, a stronger signal than concatenating the text at 4x4, so
+    text-image alignment is learnt in fewer steps (docs/benchmarks.md).
+    """
+
+    def __init__(self, options: ProjectionOptions, image_size: int, image_channels: int, y_dim: int) -> None:
+        super().__init__()
+        self.condition = options.condition
+        self.image_path, self.feature_channels = _image_path(image_size, image_channels, options.ndf)
+        width = self.feature_channels * 16
+        self.image_head = nn.Linear(width, 1)
+        self.project = nn.Linear(y_dim, width, bias=False)
+        self.report_uncond = options.unconditional_head
+
+    def features(self, image: Tensor) -> Tensor:
+        return self.image_path(image).flatten(1)
+
+    def cond_logits(self, features: Tensor, condition: Condition, text: Tensor) -> Tensor:
+        y = condition.mu.detach() if self.condition == "mu" else text
+        return self.image_head(features).reshape(-1) + (self.project(y) * features).sum(dim=1)
+
+    def uncond_logits(self, features: Tensor) -> Tensor | None:
+        return self.image_head(features).reshape(-1) if self.report_uncond else None
+
+
+def build_projection(options: ProjectionOptions, ctx: StageContext) -> ProjectionDiscriminator:
+    """Projection discriminator: image logit plus the inner product of text and image features."""
+    _check_size(ctx)
+    if options.condition == "mu" and ctx.cond_dim is None:
+        raise ValueError("projection with condition: mu needs ctx.cond_dim; the stack must fill it in")
+    y_dim = ctx.text_dim if options.condition == "text" else ctx.cond_dim
+    return init_weights(ProjectionDiscriminator(options, ctx.image_size, ctx.image_channels, y_dim))

@@ -1,0 +1,1 @@
+"""The default text encoders (bag of n-grams, char-CNN-RNN, MiniLM, precomputed); `plugin` registers them."""

@@ -1,0 +1,45 @@
+"""The default text encoders: registered under kind ``text_encoder``.
+
+- ``precomputed``: the dataset's stored embeddings (the paper's setting);
+- ``bow``: a bag of words (and word n-grams), trained with the generator or fixed;
+- ``char-cnn-rnn``: Reed et al.'s character CNN-RNN (pretrain it with ``ganstack pretrain-encoder``);
+- ``sentence-transformer``: frozen all-MiniLM-L6-v2 from an optional package.
+"""
+
+from __future__ import annotations
+
+from ganstack.components.registry import Register
+from ganstack.hookspecs import hookimpl
+from ganstack.interfaces import TextEncoderContext
+from ganstack_defaults.text.bow import BagOfWordsEncoder, BowOptions
+from ganstack_defaults.text.charcnnrnn import CharCnnRnnEncoder, CharCnnRnnOptions
+from ganstack_defaults.text.minilm import MiniLMEncoder, MiniLMOptions
+from ganstack_defaults.text.precomputed import PrecomputedEncoder, PrecomputedOptions
+
+
+def build_precomputed(options: PrecomputedOptions, ctx: TextEncoderContext) -> PrecomputedEncoder:
+    """The dataset's precomputed embeddings (StackGAN's char-CNN-RNN ones); cannot embed new text."""
+    return PrecomputedEncoder(options).to(ctx.device)
+
+
+def build_bow(options: BowOptions, ctx: TextEncoderContext) -> BagOfWordsEncoder:
+    """Bag of words (and optionally word n-grams) of the training captions, learnt or fixed."""
+    return BagOfWordsEncoder(options).to(ctx.device)
+
+
+def build_char_cnn_rnn(options: CharCnnRnnOptions, ctx: TextEncoderContext) -> CharCnnRnnEncoder:
+    """Reed et al.'s hybrid character CNN-RNN; pretrain it on image-caption pairs."""
+    return CharCnnRnnEncoder(options).to(ctx.device)
+
+
+def build_sentence_transformer(options: MiniLMOptions, ctx: TextEncoderContext) -> MiniLMEncoder:
+    """Frozen all-MiniLM-L6-v2 sentence embeddings (384-d); needs ganstack[sentence-transformer]."""
+    return MiniLMEncoder(options).to(ctx.device)
+
+
+@hookimpl
+def register_components(register: Register) -> None:
+    register("text_encoder", "precomputed", build_precomputed, options=PrecomputedOptions)
+    register("text_encoder", "bow", build_bow, options=BowOptions)
+    register("text_encoder", "char-cnn-rnn", build_char_cnn_rnn, options=CharCnnRnnOptions)
+    register("text_encoder", "sentence-transformer", build_sentence_transformer, options=MiniLMOptions)

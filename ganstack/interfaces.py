@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 import attrs
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import torch
     from torch import Tensor, nn
@@ -101,6 +101,21 @@ class MetricContext:
 
     device: str = "cpu"
     recipe_dir: Path | None = None
+
+
+@attrs.frozen
+class ImportContext:
+    """Given to an ``importer`` factory, which runs the import when called.
+
+    An importer turns files made by other code (official checkpoints, Torch7 text encoders) into
+    ganstack artefacts. Its options class is its command line: ``ganstack import NAME`` makes a flag
+    ``--field-name`` of each attrs field (``metadata={"positional": True}`` for a positional one,
+    ``metadata={"flag": "--netD"}`` to spell the flag otherwise, ``metadata={"doc": ...}`` for its help).
+    ``report`` prints a line to the user; a problem the user can fix is raised as a ``UserError``.
+    """
+
+    report: Callable[[str], None]
+    device: str = "cpu"
 
 
 # ------------------------------------------------------------------------------ module contracts

@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=7e-4, help="Adam learning rate")
     _add_device(p)
 
+    p = sub.add_parser("import", help="turn files made by other code (official checkpoints, encoders) into ganstack's",
+                       description="Run an importer plugin: `ganstack import` lists them, "
+                       "`ganstack import KIND --help` shows a kind's flags.", add_help=False)
+    p.add_argument("kind", nargs="?", metavar="KIND", help="the importer, e.g. stackgan-pytorch")
+    p.add_argument("import_args", nargs=argparse.REMAINDER, metavar="...", help="the importer's own flags")
+
     p = sub.add_parser("data", help="look at a recipe's data as the stack sees it")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     d = data_sub.add_parser("preview", help="write real examples as PNGs with a manifest.jsonl",
@@ -393,9 +399,16 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from ganstack.cli.importing import run_import
+
+    console = _console()
+    return run_import(args.kind, args.import_args, report=lambda line: console.print(line, markup=False))
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "check": cmd_check, "plugins": cmd_plugins, "data": cmd_data, "sample": cmd_sample,
-    "eval": cmd_eval, "pretrain-encoder": cmd_pretrain_encoder,
+    "eval": cmd_eval, "pretrain-encoder": cmd_pretrain_encoder, "import": cmd_import,
 }
 
 

@@ -17,6 +17,7 @@ KINDS: tuple[str, ...] = (
     "loss",
     "dataset",
     "metric",
+    "importer",
 )
 
 

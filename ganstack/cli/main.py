@@ -189,7 +189,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     resolved = load_recipe(args.recipe, args.overrides)
     if not args.params:
-        data = to_data(resolved.recipe)
+        data = to_data(resolved.recipe, providers=False)
         print(json.dumps(data, indent=2) if args.json else yaml.safe_dump(data, sort_keys=False), end="")
         return 0
     from ganstack.build.stack import build_stack, describe_stack

@@ -103,7 +103,10 @@ A recipe is a YAML file holding only what differs from the defaults below.
 - `--set path.to.key=VALUE` overrides one key on the command line; VALUE is read as YAML
   (`32`, `true`, `[0.5, 0.999]`), and list entries are numbered: `stages.1.discriminator.ndf=32`.
 - Components are written `{type: NAME, ...options}` (or just `NAME`). Where two plugins register
-  one name, write `PLUGIN:NAME`. `ganstack plugins` lists what is installed.
+  one name, write `PLUGIN:NAME`; a bare name that ganstack's own plugins register too means
+  ganstack's (with a warning naming the others). `ganstack plugins` lists what is installed.
+- A run saves its recipe with every component written `PLUGIN:NAME`, the plugin it resolved to,
+  so the run resolves to the same components whatever is installed later.
 """
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from ganstack.errors import PluginError, did_you_mean
+
+OWN_DISTRIBUTION = "ganstack"  # the default plugins' distribution: a bare name shared with it means it
 
 KINDS: tuple[str, ...] = (
     "text_encoder",
@@ -19,6 +22,10 @@ KINDS: tuple[str, ...] = (
     "metric",
     "importer",
 )
+
+
+class NameClashWarning(UserWarning):
+    """A bare name is registered by ganstack and another plugin; ganstack's own was used."""
 
 
 @attrs.define(frozen=True)
@@ -92,15 +99,29 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return sorted(self._entries[kind])
 
-    def get(self, kind: str, name: str) -> Entry:
-        """Resolve ``name`` or ``plugin:name`` to one entry, or explain why it cannot be."""
+    def get(self, kind: str, name: str, *, where: str | None = None) -> Entry:
+        """Resolve ``name`` or ``plugin:name`` to one entry, or explain why it cannot be.
+
+        A bare name that several plugins register resolves to ganstack's own component when one of
+        them is (with a :class:`NameClashWarning` saying how to pick another), so installing a plugin
+        never breaks the shipped recipes or existing runs; among third-party plugins only, it is an
+        error. ``where`` (file and key path) starts the warning.
+        """
         plugin, _, short = name.rpartition(":")
         candidates = self._entries[kind].get(short, [])
+        label = kind.replace("_", " ")
         if plugin:
-            candidates = [e for e in candidates if e.plugin == plugin]
+            chosen = [e for e in candidates if e.plugin == plugin]
+            if not chosen and candidates:
+                raise PluginError(
+                    f"no plugin '{plugin}' registers {label} '{short}'; it is registered by "
+                    + " and ".join(e.source() for e in candidates),
+                    fix=f"install the plugin '{plugin}' (the recipe, or the run it was saved with, used "
+                    "it), or name another: " + " or ".join(f"'{e.qualified_name}'" for e in candidates),
+                )
+            candidates = chosen
         if len(candidates) == 1:
             return candidates[0]
-        label = kind.replace("_", " ")
         if not candidates:
             known = self.names(kind)
             raise PluginError(
@@ -109,6 +130,14 @@ class Registry:
                 f"`ganstack plugins` lists them with the plugin that provides each",
             )
         sources = " and ".join(e.source() for e in candidates)
+        own = [e for e in candidates if e.distribution == OWN_DISTRIBUTION]
+        if len(own) == 1:
+            others = " or ".join(f"'{e.qualified_name}'" for e in candidates if e is not own[0])
+            warnings.warn(NameClashWarning(
+                f"{where + ': ' if where else ''}{label} '{short}' is registered by more than one plugin: "
+                f"{sources}; using ganstack's own '{own[0].qualified_name}'. To use another plugin's, write "
+                f"{others}"), stacklevel=2)
+            return own[0]
         raise PluginError(
             f"{label} '{name}' is registered by more than one plugin: {sources}",
             fix="qualify the name with its plugin, as "

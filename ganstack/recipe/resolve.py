@@ -44,7 +44,12 @@ def _strict(kind: type) -> Any:
     return hook
 
 
-def make_converter() -> cattrs.Converter:
+def make_converter(*, record_providers: bool = True) -> cattrs.Converter:
+    """The converter of recipes: strict scalars, components as ``{type: NAME, ...options}``.
+
+    With ``record_providers`` a resolved component is written ``PROVIDER:NAME`` (what a run saves, so
+    it resolves to the same plugin later); without it, as the recipe wrote it (what ``check`` prints).
+    """
     conv = cattrs.Converter(forbid_extra_keys=True)
     for kind in (int, float, bool, str):
         conv.register_structure_hook(kind, _strict(kind))
@@ -61,14 +66,19 @@ def make_converter() -> cattrs.Converter:
         options = {k: v for k, v in value.items() if k != "type"}
         return Component(value["type"], options)
 
+    def name(c: Component) -> str:
+        plugin = (c.provider or c.plugin) if record_providers else c.plugin
+        return f"{plugin}:{c.type}" if plugin else c.type
+
     conv.register_structure_hook(Component, component)
     conv.register_unstructure_hook(
-        Component, lambda c: {"type": c.type, **(conv.unstructure(c.options) if attrs.has(type(c.options))
+        Component, lambda c: {"type": name(c), **(conv.unstructure(c.options) if attrs.has(type(c.options))
                                                    else dict(c.options))})
     return conv
 
 
 CONVERTER = make_converter()
+_AS_WRITTEN = make_converter(record_providers=False)
 
 
 # ------------------------------------------------------------------------------- error translation
@@ -136,6 +146,7 @@ class ResolvedRecipe:
     file: str | None
     entries: dict[str, Entry]  # key path -> entry
     base_dir: Path | None = None  # the recipe's folder: relative paths in it resolve here first
+    registry: Registry | None = None  # what it was resolved against: build further components from it
 
     def entry(self, path: str) -> Entry:
         return self.entries[path]
@@ -160,13 +171,14 @@ def resolve(recipe: Recipe, registry: Registry, *, file: str | None = None,
     entries: dict[str, Entry] = {}
     for path, kind, comp in component_paths(recipe):
         try:
-            entry = registry.get(kind, comp.type)
+            entry = registry.get(kind, comp.written, where=": ".join(p for p in (file, f"{path}.type") if p))
         except PluginError as exc:
             raise PluginError(exc.message, file=file, path=f"{path}.type", fix=exc.fix) from None
         if not attrs.has(type(comp.options)):
             comp.options = structure(comp.options, entry.options, file=file, path=path)
+        comp.provider = entry.plugin
         entries[path] = entry
-    return ResolvedRecipe(recipe, file, entries, base_dir)
+    return ResolvedRecipe(recipe, file, entries, base_dir, registry)
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = (), *,
@@ -193,9 +205,13 @@ def recipe_from_dict(data: dict[str, Any], *, registry: Registry | None = None, 
                    base_dir=Path(base_dir) if base_dir else None)
 
 
-def to_data(recipe: Recipe) -> dict[str, Any]:
-    """The fully resolved recipe as plain data (every default filled in), as ``check`` prints it."""
-    return typing.cast(dict, CONVERTER.unstructure(recipe))
+def to_data(recipe: Recipe, *, providers: bool = True) -> dict[str, Any]:
+    """The fully resolved recipe as plain data, every default filled in.
+
+    With ``providers`` (what a run saves) each component's ``type`` is ``PLUGIN:NAME``, naming the plugin
+    it resolved to; without (what ``check`` prints) it stays as the recipe wrote it.
+    """
+    return typing.cast(dict, (CONVERTER if providers else _AS_WRITTEN).unstructure(recipe))
 
 
 __all__ = ["ResolvedRecipe", "load_recipe", "recipe_from_dict", "resolve", "structure", "to_data",

@@ -20,10 +20,28 @@ optional_positive = v.optional(v.ge(1))
 
 @attrs.define
 class Component:
-    """A component written ``{type: NAME, ...options}``; ``options`` is the plugin's attrs instance once resolved."""
+    """A component written ``{type: NAME, ...options}``, or ``{type: PLUGIN:NAME}`` to choose one plugin's
+    ``NAME`` where several register it; ``options`` is the plugin's attrs instance once resolved.
+
+    ``type`` is always the bare name; ``plugin`` the plugin the recipe names (``None``: any), and
+    ``provider`` the plugin it resolved to, which the recipe a run saves records (``PROVIDER:NAME``) so
+    that the run resolves to the same plugin later, whatever else gets installed.
+    """
 
     type: str
     options: Any = attrs.field(factory=dict)
+    plugin: str | None = None
+    provider: str | None = attrs.field(default=None, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        plugin, sep, name = self.type.rpartition(":")
+        if sep:
+            self.plugin, self.type = plugin or self.plugin, name
+
+    @property
+    def written(self) -> str:
+        """The name as the recipe gives it: ``NAME`` or ``PLUGIN:NAME``."""
+        return f"{self.plugin}:{self.type}" if self.plugin else self.type
 
 
 def _component(name: str, **options: Any) -> Any:

@@ -22,8 +22,11 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    import cattrs
     import torch
     from torch import Tensor, nn
+
+    from ganstack.components.registry import Registry
 
 
 # --------------------------------------------------------------------------- values passed around
@@ -96,11 +99,20 @@ class DataContext:
 
 @attrs.frozen
 class MetricContext:
-    """Given to a ``metric`` factory. ``recipe_dir``: where relative paths in its options point first
-    (then the working folder; resolve them with ``ganstack.recipe.paths.resolve_recipe_path``)."""
+    """Given to a ``metric`` factory.
+
+    ``recipe_dir``: where relative paths in its options point first (then the working folder; resolve
+    them with ``ganstack.recipe.paths.resolve_recipe_path``). ``registry``: every loaded component, for
+    a metric that builds one (``registry.get("text_encoder", name)`` gives its factory and options
+    class); ``converter``: the cattrs converter recipes are read with (strict: no ``"3"`` for an
+    integer), to turn stored options into that class. ganstack fills both whenever it builds a metric;
+    in a test, ``ganstack.testing.metric_context()`` does.
+    """
 
     device: str = "cpu"
     recipe_dir: Path | None = None
+    registry: Registry | None = None
+    converter: cattrs.Converter | None = None
 
 
 @attrs.frozen

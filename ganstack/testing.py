@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ganstack.components.loader import PluginInfo, load_plugins
+from ganstack.interfaces import MetricContext
 
 
 @contextmanager
@@ -24,6 +25,14 @@ def registered_plugin(plugin: Any, name: str = "test-plugin") -> Iterator[Plugin
         yield info
     finally:
         state.remove(name)
+
+
+def metric_context(**fields: Any) -> MetricContext:
+    """A :class:`MetricContext` as ganstack builds one (the loaded registry, the recipe converter), to
+    call a metric factory directly in a test; ``fields`` override (``device``, ``recipe_dir``)."""
+    from ganstack.recipe.resolve import CONVERTER
+
+    return MetricContext(**{"registry": load_plugins().registry, "converter": CONVERTER, **fields})
 
 
 try:  # a pytest fixture, for suites that use pytest

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from ganstack.components.loader import load_plugins
 from ganstack.errors import DataError, UserError
 from ganstack.interfaces import DataContext, Metric, MetricContext
+from ganstack.testing import metric_context
 from ganstack.train.encoder_pretraining import PretrainOptions, pretrain_and_save
 from ganstack_defaults.metrics.formulas import FeatureMoments, frechet_distance, inception_score
 from ganstack_defaults.metrics.inception import INPUT_SIZE, load_inception, preprocess
@@ -424,7 +425,7 @@ def test_r_precision_with_a_pretrained_encoder_pair(tmp_path: Path) -> None:
                       PretrainOptions(steps=150, batch_size=12, lr=1e-2, image_encoder_width=4, eval_examples=24))
     entry = load_plugins().registry.get("metric", "r-precision")
     metric = entry.factory(entry.options(encoder_checkpoint=str(checkpoint), text_encoder="bow", batch_size=10),
-                           MetricContext())
+                           metric_context())
     faithful = metric.evaluate(PatchSource(data), n=24)
     assert faithful["r_precision"] == faithful["real_r_precision"] >= 0.9
     assert metric.evaluate(PatchSource(data, noise=True), n=24)["r_precision"] <= 0.6

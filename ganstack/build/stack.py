@@ -8,12 +8,15 @@ import attrs
 import torch
 from torch import Tensor, nn
 
-from ganstack.errors import RecipeError, UserError
+from ganstack.errors import PluginError, RecipeError, UserError
 from ganstack.interfaces import (
     Condition,
+    Conditioner,
+    GeneratorStage,
     LossContext,
     StageContext,
     StageOutput,
+    TextEncoder,
     TextEncoderContext,
 )
 from ganstack.recipe.resolve import ResolvedRecipe
@@ -67,12 +70,30 @@ class Stack(nn.Module):
         return results
 
 
+# What the core reads from each kind once built (methods are called, so a missing one fails loudly).
+_DECLARED = {"text_encoder": TextEncoder, "conditioner": Conditioner, "generator_stage": GeneratorStage}
+
+
+def _check_declared(module: Any, resolved: ResolvedRecipe, path: str) -> None:
+    """The attributes ``ganstack.interfaces`` declares for the kind, present, or a PluginError naming them."""
+    entry = resolved.entry(path)
+    protocol = _DECLARED.get(entry.kind)
+    missing = [name for name in getattr(protocol, "__annotations__", {}) if not hasattr(module, name)]
+    if missing:
+        raise PluginError(f"{entry.kind.replace('_', ' ')} '{entry.name}' of plugin {entry.source()} does not "
+                          f"offer {', '.join(map(repr, missing))}, which ganstack.interfaces.{protocol.__name__} "
+                          "declares", file=resolved.file, path=path,
+                          fix="set them in the plugin's module (or use another component)")
+
+
 def _build(resolved: ResolvedRecipe, path: str, ctx: Any) -> nn.Module:
     """Call one component's factory, reporting a bad option combination at its key path."""
     comp_entry = resolved.entry(path)
     options = _component_at(resolved, path).options
     try:
-        return comp_entry.factory(options, ctx)
+        module = comp_entry.factory(options, ctx)
+        _check_declared(module, resolved, path)
+        return module
     except UserError as exc:
         raise type(exc)(exc.message, file=exc.file or resolved.file, path=exc.path or path,
                         fix=exc.fix) from None

@@ -16,9 +16,10 @@ from ganstack.errors import EXIT_USER_ERROR, UserError
 DESCRIPTION = """\
 ganstack: stacked text-to-image GANs (StackGAN and friends) assembled from YAML recipes.
 
-Start with:  ganstack run recipes/shapes_quickstart.yaml
-Recipes name a text encoder, a dataset and a list of stages; `ganstack plugins` lists every
-component a recipe can use, `ganstack check RECIPE` prints a recipe with every default filled in.
+Start with:  ganstack run recipes/shapes_quickstart.yaml   (or, from any folder: ganstack run shapes_quickstart)
+Recipes name a text encoder, a dataset and a list of stages; `ganstack recipes` lists the shipped ones,
+`ganstack plugins` every component a recipe can use, `ganstack check RECIPE` prints a recipe with every
+default filled in.
 """
 
 
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "environment.json, metrics.jsonl, samples/ and checkpoints/ to the output folder. "
                        "Ctrl-C or SIGTERM finishes the step, writes a checkpoint and exits 0; "
                        "`ganstack run --resume RUN_DIR` continues exactly where it stopped.")
-    p.add_argument("recipe", nargs="?", help="recipe YAML file (not needed with --resume RUN_DIR)")
+    p.add_argument("recipe", nargs="?", help="recipe YAML file, or a shipped recipe's name (`ganstack recipes`); "
+                   "not needed with --resume RUN_DIR")
     _add_set(p)
     p.add_argument("--out", help="output folder (default runs/<recipe-name>-<timestamp>)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a recipe and print it resolved",
                        description="Validate a recipe and print it fully resolved (after base: and --set) "
                        "with every default filled in, as YAML.")
-    p.add_argument("recipe", help="recipe YAML file")
+    p.add_argument("recipe", help="recipe YAML file or shipped recipe name")
     _add_set(p)
     p.add_argument("--params", action="store_true",
                    help="build the stack and print each module's parameter count and output shape")
@@ -77,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list installed plugins and what they register",
                        description="List every registered component by kind, with the plugin and "
                        "distribution that provides it, and plugins that failed to load.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("recipes", help="list the recipes that ship with ganstack",
+                       description="List the recipes that ship with ganstack, by name, with one line each. "
+                       "Run one by name from any folder (`ganstack run shapes_quickstart`), or start your own "
+                       "recipe from one with `base: shapes_quickstart.yaml`: a recipe named on the command line "
+                       "or by `base:` is looked for as a path (next to the recipe, then in the working folder) "
+                       "first, then among these.")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("sample", help="draw images for your own sentences from a trained run",
@@ -119,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "joint-embedding loss of Reed et al. against a small image encoder, on the recipe's "
                        "training data, and save it. Start a run from it with `text_encoder_init: FILE`; "
                        "score generated images with the r-precision metric (encoder_checkpoint: FILE).")
-    p.add_argument("recipe", help="recipe YAML file")
+    p.add_argument("recipe", help="recipe YAML file or shipped recipe name")
     _add_set(p)
     p.add_argument("--out", required=True, help="file to write (.pt)")
     p.add_argument("--steps", type=int, default=2000, help="training steps")
@@ -138,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = data_sub.add_parser("preview", help="write real examples as PNGs with a manifest.jsonl",
                             description="Write real examples of a recipe's dataset at every stage "
                             "resolution: one PNG per example and stage, plus manifest.jsonl.")
-    d.add_argument("recipe", help="recipe YAML file")
+    d.add_argument("recipe", help="recipe YAML file or shipped recipe name")
     _add_set(d)
     d.add_argument("--split", default="train", help="train, test or holdout (shapes)")
     d.add_argument("--n", type=int, default=16, help="number of examples")
@@ -179,6 +189,28 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             console.print(f"[red]failed[/red] plugin '{p.name}' ({p.distribution}): {p.error}")
         elif p.disabled:
             console.print(f"[yellow]disabled[/yellow] plugin '{p.name}' (GANSTACK_DISABLE_PLUGINS)")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from ganstack.recipe.paths import recipe_summary, shipped_recipes, shipped_recipes_dir
+
+    recipes = {name: recipe_summary(path) for name, path in shipped_recipes().items()}
+    if args.json:
+        print(json.dumps([{"name": name, "description": text} for name, text in recipes.items()], indent=2))
+        return 0
+    if not recipes:
+        raise UserError(f"no shipped recipes found in {shipped_recipes_dir()}",
+                        fix="reinstall ganstack; its wheel carries the recipes as package data")
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="shipped recipes (ganstack run NAME, or base: NAME.yaml)", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("description", overflow="fold")
+    for name, text in recipes.items():
+        table.add_row(escape(name), escape(text))
+    _console().print(table)
     return 0
 
 
@@ -335,7 +367,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError("no metric to run", fix="name one with --metric (`ganstack plugins` lists them), or add "
                         "evaluation.metrics to the recipe")
     metrics = [(comp.type, build_metric(comp, device=str(model.device), path=f"metrics[{j}]", file=str(args.run),
-                                        overrides=extra, recipe_dir=resolved.base_dir))
+                                        overrides=extra, recipe_dir=resolved.base_dir,
+                                        registry=resolved.registry))
                for j, comp in enumerate(chosen)]
     n = args.n or resolved.recipe.evaluation.n
     results = evaluate(model, resolved, metrics, n)
@@ -407,7 +440,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": cmd_run, "check": cmd_check, "plugins": cmd_plugins, "data": cmd_data, "sample": cmd_sample,
+    "run": cmd_run, "check": cmd_check, "plugins": cmd_plugins, "recipes": cmd_recipes, "data": cmd_data, "sample": cmd_sample,
     "eval": cmd_eval, "pretrain-encoder": cmd_pretrain_encoder, "import": cmd_import,
 }
 

@@ -11,9 +11,10 @@ import attrs
 import torch
 from torch import Tensor
 
+from ganstack.components.registry import Registry
 from ganstack.errors import PluginError, UserError
 from ganstack.interfaces import CaptionDataset, MetricContext
-from ganstack.recipe.resolve import ResolvedRecipe, structure
+from ganstack.recipe.resolve import CONVERTER, ResolvedRecipe, structure
 from ganstack.recipe.schema import Component
 from ganstack.sample.draw import TextToImage
 
@@ -58,7 +59,7 @@ class StackSource:
         return self._datasets[split]
 
     def _reads_text(self) -> bool:
-        return bool(getattr(self.model.stack.text_encoder, "can_encode_text", False))
+        return bool(self.model.stack.text_encoder.can_encode_text)
 
     def generate(self, captions: Sequence[str], seed: int = 0) -> list[Tensor]:
         if self._reads_text():
@@ -72,13 +73,18 @@ class StackSource:
 
 
 def build_metric(component: Component, *, device: str, path: str, file: str | None = None,
-                 overrides: dict[str, Any] | None = None, recipe_dir: Path | None = None) -> Any:
-    """Build one metric from ``{type: NAME, ...options}``; ``overrides`` set the options it has."""
-    from ganstack.components.loader import registry
-    from ganstack.recipe.resolve import CONVERTER
+                 overrides: dict[str, Any] | None = None, recipe_dir: Path | None = None,
+                 registry: Registry | None = None) -> Any:
+    """Build one metric from ``{type: NAME, ...options}``; ``overrides`` set the options it has.
 
+    ``registry``: where the metric is looked up, and what its context offers it (default: the loaded
+    plugins'; pass the resolved recipe's, ``resolved.registry``)."""
+    if registry is None:
+        from ganstack.components.loader import load_plugins
+
+        registry = load_plugins().registry
     try:
-        entry = registry().get("metric", component.type)
+        entry = registry.get("metric", component.written, where=": ".join(p for p in (file, f"{path}.type") if p))
     except PluginError as exc:
         raise PluginError(exc.message, file=file, path=f"{path}.type", fix=exc.fix) from None
     data = CONVERTER.unstructure(component.options) if attrs.has(type(component.options)) else dict(
@@ -87,7 +93,8 @@ def build_metric(component: Component, *, device: str, path: str, file: str | No
     data.update({k: v for k, v in (overrides or {}).items() if k in known})
     options = structure(data, entry.options, file=file, path=path)
     try:
-        return entry.factory(options, MetricContext(device=device, recipe_dir=recipe_dir))
+        return entry.factory(options, MetricContext(device=device, recipe_dir=recipe_dir, registry=registry,
+                                                    converter=CONVERTER))
     except UserError as exc:
         raise type(exc)(exc.message, file=exc.file or file, path=f"{path}.{exc.path}" if exc.path else path,
                         fix=exc.fix) from None

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from ganstack.errors import RecipeError
+from ganstack.recipe.paths import find_recipe
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -78,7 +79,8 @@ def _merge_by_index(items: list[Any], edits: dict[int, Any], key: str) -> list[A
 
 
 def load_with_base(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read ``path`` and merge it over its ``base:`` recipe (resolved relative to ``path``)."""
+    """Read ``path`` and merge it over its ``base:`` recipe (next to ``path``, then in the working
+    folder, then among the shipped recipes)."""
     path = path.resolve() if path.exists() else path
     if path in _chain:
         cycle = " -> ".join(str(p) for p in (*_chain, path))
@@ -91,10 +93,11 @@ def load_with_base(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not isinstance(base, str):
         raise RecipeError(f"'base' must be a path to another recipe, got {base!r}", file=str(path),
                           path="base", fix="write base: other_recipe.yaml (relative to this file)")
-    base_path = (path.parent / base)
-    if not base_path.is_file():
-        raise RecipeError(f"base recipe '{base}' not found (looked at {base_path})", file=str(path),
-                          path="base", fix="give a path relative to this recipe's folder")
+    base_path, looked = find_recipe(base, path.parent)
+    if base_path is None:
+        raise RecipeError(f"base recipe '{base}' not found (looked at {' and '.join(looked)})", file=str(path),
+                          path="base", fix="give a path relative to this recipe's folder, or the name of a "
+                          "shipped recipe (`ganstack recipes` lists them)")
     try:
         return deep_merge(load_with_base(base_path, (*_chain, path)), data)
     except RecipeError as exc:

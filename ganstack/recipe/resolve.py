@@ -20,6 +20,7 @@ from cattrs.errors import (
 from ganstack.components.registry import Entry, Registry
 from ganstack.errors import PluginError, RecipeError, did_you_mean
 from ganstack.recipe.files import apply_override, load_with_base
+from ganstack.recipe.paths import find_recipe
 from ganstack.recipe.schema import COMPONENT_KINDS, Component, Recipe
 
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -181,13 +182,20 @@ def resolve(recipe: Recipe, registry: Registry, *, file: str | None = None,
     return ResolvedRecipe(recipe, file, entries, base_dir, registry)
 
 
-def load_recipe(path: str | Path, overrides: Sequence[str] = (), *,
+def load_recipe(path_given: str | Path, overrides: Sequence[str] = (), *,
                 registry: Registry | None = None) -> ResolvedRecipe:
-    """Read a recipe file (with ``base:``), apply ``--set`` overrides, check and resolve it."""
+    """Read a recipe file (with ``base:``), apply ``--set`` overrides, check and resolve it.
+
+    ``path_given`` is a file (relative: to the working folder) or a shipped recipe's name
+    (``shapes_quickstart``, with or without ``.yaml``)."""
     from ganstack.components.loader import load_plugins
 
+    path, looked = (Path(path_given), []) if Path(path_given).is_file() else find_recipe(path_given)
+    if path is None:
+        raise RecipeError(f"recipe file not found (looked at {' and '.join(looked)})", file=str(path_given),
+                          fix="check the path, or name a shipped recipe: `ganstack recipes` lists them")
     file = str(path)
-    data = load_with_base(Path(path))
+    data = load_with_base(path)
     for assignment in overrides:
         apply_override(data, assignment, file=file)
     data.setdefault("name", Path(path).stem)

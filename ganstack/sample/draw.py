@@ -47,7 +47,7 @@ class TextToImage:
     def encode(self, texts: Sequence[str]) -> Tensor:
         """Embed new sentences with the run's own text encoder (vocabulary and weights as trained)."""
         encoder = self.stack.text_encoder
-        if not getattr(encoder, "can_encode_text", False):
+        if not encoder.can_encode_text:
             encoder.encode_text(list(texts))  # raises the encoder's own explanation
         with torch.no_grad():
             return encoder.encode_text(list(texts)).to(self.device).float()

@@ -7,16 +7,13 @@ over the batch asks each image to pick its caption and each caption its image (R
 hinge form of the same objective). Reed's image side was fixed GoogLeNet features; with no
 pretrained image network at hand, a small convolutional :class:`ImageEncoder` is trained jointly.
 
-One file holds the result, loadable with ``torch.load(weights_only=True)``: a dict with
-``format``, ``text_encoder`` (its state dict), ``image_encoder`` (state dict),
-``image_encoder_width``, ``text_dim``, ``metrics``, ``options`` and, where the encoder has an
-attrs ``options``, ``text_encoder_options``. :func:`load_pretrained` reads it back.
+One file holds the result; its format, the image encoder and retrieval accuracy are in
+:mod:`ganstack.evaluate.joint_embedding`, which the ``r-precision`` metric reads without the trainer.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Callable
 from itertools import chain
 from pathlib import Path
@@ -27,12 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganstack.errors import CheckpointError, DataError, UserError
+from ganstack.errors import DataError, UserError
+from ganstack.evaluate.joint_embedding import (
+    FORMAT,
+    ImageEncoder,
+    build_image_encoder,
+    device_of,
+    largest_images,
+    load_pretrained,
+    retrieval,
+    retrieval_accuracy,
+)
 from ganstack.interfaces import CaptionDataset
-
-FORMAT = "ganstack-text-encoder-pretraining/1"
-RETRIEVAL_CANDIDATES = 100  # captions each image is ranked against, as in R-precision
-_EVAL_CHUNK = 256
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -59,91 +62,11 @@ class PretrainOptions:
     log_every: int = attrs.field(default=100, validator=attrs.validators.ge(1))
 
 
-class ImageEncoder(nn.Module):
-    """Three stride-2 convolutions, global average pooling and a linear map to the text size."""
-
-    def __init__(self, out_dim: int, width: int) -> None:
-        super().__init__()
-        self.out_dim = out_dim
-        self.width = width
-        self.net = nn.Sequential(
-            nn.Conv2d(3, width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, out_dim),
-        )
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
-
-
-def build_image_encoder(text_dim: int, width: int, seed: int) -> ImageEncoder:
-    """An :class:`ImageEncoder` whose initialisation depends on ``seed`` only."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return ImageEncoder(text_dim, width)
-
-
 def joint_embedding_losses(text: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(text-to-image, image-to-text) cross-entropies of a batch whose pair ``i`` is ``text[i], image[i]``."""
     scores = image @ text.T  # [images, captions]
     target = torch.arange(len(scores), device=scores.device)
     return F.cross_entropy(scores.T, target), F.cross_entropy(scores, target)
-
-
-def _device_of(module: nn.Module) -> torch.device | None:
-    for tensor in chain(module.parameters(), module.buffers()):
-        return tensor.device
-    return None
-
-
-def _batch(dataset: CaptionDataset, indices: list[int], device: torch.device | None
-           ) -> tuple[torch.Tensor, list[str]]:
-    """The examples' largest images and their captions."""
-    items = [dataset[i] for i in indices]
-    return torch.stack([item["images"][-1] for item in items]).to(device), [item["caption"] for item in items]
-
-
-@torch.no_grad()
-def _retrieval(encoder: nn.Module, image_encoder: ImageEncoder, dataset: CaptionDataset, n: int
-               ) -> tuple[float, float]:
-    """(accuracy, its chance level) of ranking each image's own caption first; see below."""
-    n = min(n, len(dataset))
-    if n < 2:
-        raise DataError(f"retrieval accuracy needs two examples or more; the dataset has {len(dataset)}")
-    modes = encoder.training, image_encoder.training
-    encoder.eval()
-    image_encoder.eval()
-    device = _device_of(image_encoder)
-    images, texts, captions = [], [], []
-    try:
-        for start in range(0, n, _EVAL_CHUNK):
-            pixels, chunk = _batch(dataset, list(range(start, min(n, start + _EVAL_CHUNK))), device)
-            images.append(image_encoder(pixels))
-            texts.append(encoder.encode_text(chunk).to(device))
-            captions += chunk
-    finally:
-        encoder.train(modes[0])
-        image_encoder.train(modes[1])
-    scores = torch.cat(images) @ torch.cat(texts).T
-    # Image i against its own caption and the next k-1 examples' captions (cyclically); rivals
-    # with the very same text are not counted, so a constant encoder scores 0, not 1.
-    k = min(n, RETRIEVAL_CANDIDATES)
-    candidates = (torch.arange(n, device=device)[:, None] + torch.arange(k, device=device)) % n
-    text_ids = {text: i for i, text in enumerate(dict.fromkeys(captions))}
-    ids = torch.tensor([text_ids[c] for c in captions], device=device)
-    rival = ids[candidates] != ids[:, None]
-    rival_scores = scores.gather(1, candidates).masked_fill(~rival, float("-inf"))
-    hits = scores.diagonal() > rival_scores.max(dim=1).values
-    chance = (1.0 / (1 + rival.sum(dim=1).to(scores.dtype))).mean()
-    return hits.to(scores.dtype).mean().item(), chance.item()
-
-
-def retrieval_accuracy(encoder: nn.Module, image_encoder: ImageEncoder, dataset: CaptionDataset,
-                       n: int) -> float:
-    """Fraction of the first ``n`` examples' images whose own caption scores above every other
-    caption among 100 candidates (all ``n`` when fewer): its own and the next examples'."""
-    return _retrieval(encoder, image_encoder, dataset, n)[0]
 
 
 def pretrain_char_cnn_rnn(encoder: nn.Module, dataset: CaptionDataset,
@@ -162,8 +85,8 @@ def pretrain_char_cnn_rnn(encoder: nn.Module, dataset: CaptionDataset,
                         fix="pretrain a trainable text encoder such as char-cnn-rnn or bow")
     if len(dataset) < 2:
         raise DataError(f"pretraining needs two examples or more; the dataset has {len(dataset)}")
-    encoder.to(device or _device_of(encoder))
-    device = _device_of(encoder)
+    encoder.to(device or device_of(encoder))
+    device = device_of(encoder)
     if image_encoder is None:
         image_encoder = build_image_encoder(encoder.dim, options.image_encoder_width, options.seed)
     image_encoder.to(device)
@@ -178,7 +101,7 @@ def pretrain_char_cnn_rnn(encoder: nn.Module, dataset: CaptionDataset,
     metrics: dict[str, float] = {}
     for step in range(1, options.steps + 1):
         indices = torch.randperm(len(dataset), generator=generator)[:batch_size].tolist()
-        images, captions = _batch(dataset, indices, device)
+        images, captions = largest_images(dataset, indices, device)
         to_image, to_text = joint_embedding_losses(encoder.encode_text(captions).to(device),
                                                    image_encoder(images))
         optimizer.zero_grad(set_to_none=True)
@@ -193,7 +116,7 @@ def pretrain_char_cnn_rnn(encoder: nn.Module, dataset: CaptionDataset,
                 log(step, metrics)
             sums.zero_()
             window = 0
-    accuracy, chance = _retrieval(encoder, image_encoder, dataset, options.eval_examples)
+    accuracy, chance = retrieval(encoder, image_encoder, dataset, options.eval_examples)
     return {**metrics, "retrieval_accuracy": accuracy, "chance": chance, "steps": float(options.steps)}
 
 
@@ -222,29 +145,5 @@ def pretrain_and_save(encoder: nn.Module, dataset: CaptionDataset, out_path: str
     return metrics
 
 
-def load_pretrained(path: str | os.PathLike[str], encoder: nn.Module) -> tuple[ImageEncoder, dict[str, float]]:
-    """Load a :func:`pretrain_and_save` file into ``encoder``; return its image encoder and metrics."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError("no such pretrained text encoder file", file=str(path),
-                              fix="give the file `ganstack pretrain-encoder` wrote")
-    try:
-        content = torch.load(path, map_location=_device_of(encoder), weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"cannot read it as a pretrained text encoder ({exc})".split("\n")[0],
-                              file=str(path), fix="pretrain again; the file is damaged or not ganstack's") from exc
-    if not isinstance(content, dict) or content.get("format") != FORMAT:
-        raise CheckpointError("not a ganstack pretrained text encoder file", file=str(path),
-                              fix="give the file `ganstack pretrain-encoder` wrote")
-    try:
-        encoder.load_state_dict(content["text_encoder"])
-        image_encoder = ImageEncoder(content["text_dim"], content["image_encoder_width"])
-        image_encoder.load_state_dict(content["image_encoder"])
-    except RuntimeError as exc:
-        stored = content.get("text_encoder_options")
-        raise CheckpointError(
-            "its weights do not fit this text encoder: " + str(exc).splitlines()[0], file=str(path),
-            fix="build the text encoder with the options it was pretrained with"
-            + (f": {stored}" if stored else ""),
-        ) from exc
-    return image_encoder.to(_device_of(encoder)), dict(content["metrics"])
+__all__ = ["FORMAT", "ImageEncoder", "PretrainOptions", "joint_embedding_losses", "load_pretrained",
+           "pretrain_and_save", "pretrain_char_cnn_rnn", "retrieval_accuracy"]

@@ -35,7 +35,7 @@ def build_shapes_alignment(options: ShapesAlignmentOptions, ctx: MetricContext) 
 
 def build_r_precision(options: RPrecisionOptions, ctx: MetricContext) -> RPrecision:
     """R-precision: does each generated image rank its own caption first among 100?"""
-    return RPrecision(options, ctx.device, ctx.recipe_dir)
+    return RPrecision(options, ctx)
 
 
 @hookimpl

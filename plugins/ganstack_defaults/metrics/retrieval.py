@@ -1,7 +1,7 @@
 """The ``r-precision`` metric: can a caption be found again from the image generated for it?
 
 Uses a text encoder and its image encoder pretrained together by ``ganstack pretrain-encoder``
-(:mod:`ganstack.train.encoder_pretraining`, which owns the file format). Each generated image ranks its
+(the file format is :mod:`ganstack.evaluate.joint_embedding`). Each generated image ranks its
 own caption against those of the next 99 examples (R-precision with R = 1, as AttnGAN reports
 it); ``real_r_precision`` is the same on the real images of the split, the encoders' ceiling.
 """
@@ -17,10 +17,10 @@ import torch
 from attrs import validators as v
 from torch import Tensor, nn
 
-from ganstack.errors import UserError
-from ganstack.interfaces import ImageSource, TextEncoderContext
+from ganstack.errors import PluginError, UserError
+from ganstack.evaluate.joint_embedding import ImageEncoder, load_pretrained, retrieval_accuracy
+from ganstack.interfaces import ImageSource, MetricContext, TextEncoderContext
 from ganstack.recipe.paths import looked_in, resolve_recipe_path
-from ganstack.train.encoder_pretraining import ImageEncoder, load_pretrained, retrieval_accuracy
 from ganstack_defaults.metrics.sources import generate, item_batches
 
 
@@ -75,20 +75,20 @@ def _stored_encoder_options(path: Path) -> dict[str, Any]:
     return dict(content.get("text_encoder_options") or {}) if isinstance(content, dict) else {}
 
 
-def load_encoders(path: Path, name: str, device: str) -> tuple[nn.Module, ImageEncoder]:
+def load_encoders(path: Path, name: str, ctx: MetricContext) -> tuple[nn.Module, ImageEncoder]:
     """Rebuild the pretrained text encoder ``name`` with its stored options; load both encoders."""
-    from ganstack.components.loader import registry
-    from ganstack.recipe.resolve import CONVERTER
-
-    entry = registry().get("text_encoder", name)
+    if ctx.registry is None or ctx.converter is None:
+        raise PluginError("r-precision builds a text encoder, and its MetricContext has no registry or converter",
+                          fix="build metrics through ganstack (or ganstack.testing.metric_context() in a test)")
+    entry = ctx.registry.get("text_encoder", name)
     try:
-        options = CONVERTER.structure(_stored_encoder_options(path), entry.options)
+        options = ctx.converter.structure(_stored_encoder_options(path), entry.options)
     except (cattrs.BaseValidationError, TypeError, ValueError) as exc:
         raise UserError(f"the options stored in {path} do not fit the text encoder '{name}' ({exc})",
                         path="text_encoder",
                         fix="set `text_encoder` to the encoder the file was pretrained with") from exc
-    encoder = entry.factory(options, TextEncoderContext(device=device))
-    if not getattr(encoder, "can_encode_text", False):
+    encoder = entry.factory(options, TextEncoderContext(device=ctx.device))
+    if not encoder.can_encode_text:
         raise UserError(f"the text encoder '{name}' cannot encode captions, so it cannot rank them",
                         path="text_encoder", fix="use a pretrained char-cnn-rnn or bow encoder")
     image_encoder, _ = load_pretrained(path, encoder)
@@ -98,14 +98,14 @@ def load_encoders(path: Path, name: str, device: str) -> tuple[nn.Module, ImageE
 class RPrecision:
     """R-precision of generated images under a pretrained text/image encoder pair."""
 
-    def __init__(self, options: RPrecisionOptions, device: str, recipe_dir: Path | None = None) -> None:
+    def __init__(self, options: RPrecisionOptions, ctx: MetricContext) -> None:
         self.options = options
-        self.path, looked = resolve_recipe_path(options.encoder_checkpoint, recipe_dir, Path.is_file)
+        self.path, looked = resolve_recipe_path(options.encoder_checkpoint, ctx.recipe_dir, Path.is_file)
         if not self.path.is_file():
             raise UserError(f"the pretrained encoder file was not found (looked for {looked_in(looked)})",
                             path="encoder_checkpoint", fix="run `ganstack pretrain-encoder` and set "
                             "`encoder_checkpoint` to the file it writes")
-        self.encoder, self.image_encoder = load_encoders(self.path, options.text_encoder, device)
+        self.encoder, self.image_encoder = load_encoders(self.path, options.text_encoder, ctx)
 
     def evaluate(self, source: ImageSource, n: int) -> dict[str, float]:
         o = self.options

@@ -28,8 +28,13 @@ SMALL = ["--set", "dataset.train_size=24", "--set", "dataset.test_size=8", "--se
 def build_wheel(dest: Path) -> Path:
     """A wheel of the repository, built from a copy so no earlier build folder can supply files."""
     source = dest / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "runs", "*.egg-info", "__pycache__", ".*cache*", "*.pt"))
+    top_level = {".git", ".venv", "build", "dist", "runs", "ganstack.egg-info", ".ganstack-cache"}
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skip = {n for n in names if n == "__pycache__" or n.endswith(".pt")}
+        return skip | (top_level & set(names) if Path(folder) == ROOT else set())
+
+    shutil.copytree(ROOT, source, ignore=ignore)
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
                            "--quiet", "-w", str(dest), str(source)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr

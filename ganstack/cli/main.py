@@ -78,8 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plugins", help="list installed plugins and what they register",
                        description="List every registered component by kind, with the plugin and "
-                       "distribution that provides it, and plugins that failed to load.")
+                       "distribution that provides it, and plugins that failed to load. "
+                       "`ganstack plugins show NAME` prints one component's options.")
     p.add_argument("--json", action="store_true", help="print JSON")
+    plugins_sub = p.add_subparsers(dest="plugins_command", metavar="ACTION")
+    show = plugins_sub.add_parser(
+        "show", help="one component: its plugin, distribution, summary and every option",
+        description="Print a component's kind, plugin, distribution and summary, and every option with "
+        "its type, default, checks and documentation: what a recipe may write under {type: NAME}.")
+    show.add_argument("name", metavar="NAME", help="a component name, or KIND:NAME or PLUGIN:NAME where "
+                      "several kinds or plugins share it (e.g. ca, loss:matching-aware, stackgan:ca)")
+    show.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("recipes", help="list the recipes that ship with ganstack",
                        description="List the recipes that ship with ganstack, by name, with one line each. "
@@ -157,11 +166,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------- commands
+def _find_components(registry: Any, name: str) -> list[Any]:
+    """Entries named ``NAME``, ``KIND:NAME`` or ``PLUGIN:NAME``, or a PluginError saying what exists."""
+    from ganstack.components.registry import KINDS
+    from ganstack.errors import PluginError, did_you_mean
+
+    prefix, _, short = name.rpartition(":")
+    found = [e for e in registry.entries() if e.name == short
+             and (not prefix or prefix in (e.kind, e.plugin))]
+    if not found:
+        names = sorted({e.name for e in registry.entries()})
+        raise PluginError(f"no component '{name}' is registered{did_you_mean(short, names)}", path="NAME",
+                          fix="`ganstack plugins` lists every component; write NAME, KIND:NAME (kinds: "
+                          f"{', '.join(KINDS)}) or PLUGIN:NAME")
+    return found
+
+
+def _show_components(args: argparse.Namespace, registry: Any) -> int:
+    from ganstack.components.describe import options_of
+
+    entries = _find_components(registry, args.name)
+    described = [{"kind": e.kind, "name": e.name, "plugin": e.plugin, "qualified_name": e.qualified_name,
+                  "distribution": e.distribution, "version": e.version, "summary": e.summary,
+                  "options": [{"name": o.name, "type": o.type, "default": o.default, "checks": list(o.checks),
+                               "doc": o.doc} for o in options_of(e.options)]} for e in entries]
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    lines: list[str] = []
+    for d in described:
+        dist = f"{d['distribution']} {d['version'] or ''}".strip() if d["distribution"] else "- (not installed)"
+        lines += [f"{d['kind']} '{d['name']}'", f"  summary:       {d['summary'] or '-'}",
+                  f"  plugin:        {d['plugin']}", f"  distribution:  {dist}",
+                  f"  in a recipe:   {{type: {d['name']}, ...options}} (or {{type: {d['qualified_name']}}} to "
+                  "choose this plugin's)", "  options:" if d["options"] else "  options:       none"]
+        for o in d["options"]:
+            lines += [f"    {o['name']}", f"      type:     {o['type']}", f"      default:  {o['default']}"]
+            if o["checks"]:
+                lines.append(f"      checks:   {', '.join(o['checks'])}")
+            lines.append(f"      doc:      {o['doc'] or '(undocumented)'}")
+        lines.append("")
+    print("\n".join(lines).rstrip())
+    return 0
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from ganstack.components.loader import load_plugins
     from ganstack.components.registry import KINDS
 
     state = load_plugins()
+    if args.plugins_command == "show":
+        return _show_components(args, state.registry)
     entries = state.registry.entries()
     if args.json:
         data = {
@@ -173,6 +228,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         }
         print(json.dumps(data, indent=2))
         return 0
+    from rich.markup import escape
     from rich.table import Table
 
     console = _console()
@@ -182,13 +238,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             table.add_column(col, overflow="fold")
         for e in state.registry.entries(kind):
             dist = f"{e.distribution} {e.version}" if e.distribution else "-"
-            table.add_row(e.name, e.plugin, dist, e.summary)
+            table.add_row(*(escape(text) for text in (e.name, e.plugin, dist, e.summary)))  # keep [brackets]
         console.print(table)
     for p in state.plugins.values():
         if p.error:
-            console.print(f"[red]failed[/red] plugin '{p.name}' ({p.distribution}): {p.error}")
+            console.print(f"[red]failed[/red] plugin '{escape(p.name)}' ({escape(str(p.distribution))}): "
+                          f"{escape(p.error)}")
         elif p.disabled:
-            console.print(f"[yellow]disabled[/yellow] plugin '{p.name}' (GANSTACK_DISABLE_PLUGINS)")
+            console.print(f"[yellow]disabled[/yellow] plugin '{escape(p.name)}' (GANSTACK_DISABLE_PLUGINS)")
+    console.print("`ganstack plugins show NAME` prints a component's options.", markup=False)
     return 0
 
 

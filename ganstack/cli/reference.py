@@ -3,48 +3,23 @@
 ``python -m ganstack.cli.reference recipes > docs/recipes.md`` and ``... cli > docs/cli.md``; a test
 regenerates both and fails when the checked-in pages differ, or when an option has no description.
 
-An option's description comes from its class docstring, written ``` ``name``: what it does ```
-(several per docstring, separated by ``;`` or new lines), or from ``metadata={"help": ...}``.
+An option's type, checks and documentation come from :mod:`ganstack.components.describe` (the field's
+``metadata={"doc": ...}``, else its class docstring's ``` ``name``: what it does ```), as
+``ganstack plugins show NAME`` prints them.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import re
 import sys
-import typing
-from typing import Any
 
 import attrs
 
+from ganstack.components.describe import options_of, yaml_words
 from ganstack.components.registry import KINDS, Entry
 from ganstack.recipe import schema as recipe_schema
 
 UNDOCUMENTED = "(undocumented)"
-_DOC_ITEM = re.compile(r"``(\w+)``:\s*(.+?)(?=(?:;|\.)?\s*``\w+``:|$)", re.S)
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Descriptions of a class's fields from ``metadata['help']`` or its docstring."""
-    docs: dict[str, str] = {}
-    for klass in cls.__mro__:  # a subclass documents what it changes; the rest comes from its bases
-        text = " ".join((klass.__doc__ or "").split())
-        for name, desc in _DOC_ITEM.findall(text):
-            docs.setdefault(name, desc.strip().rstrip(";.").strip().replace("``", "`"))
-    for f in attrs.fields(cls):
-        if f.metadata.get("help"):
-            docs[f.name] = f.metadata["help"]
-    return docs
-
-
-def _type_name(tp: Any) -> str:
-    """One spelling of a field's type whether attrs holds it as a string or resolved (``int | None``)."""
-    if isinstance(tp, type) and typing.get_origin(tp) is None:
-        text = tp.__name__
-    else:
-        text = re.sub(r"\b(?:[A-Za-z_]\w*\.)+(\w+)", r"\1", str(tp))
-    return text.replace("NoneType", "None")
 
 
 def _default(f: attrs.Attribute) -> str:
@@ -59,22 +34,20 @@ def _default(f: attrs.Attribute) -> str:
         return "`[" + ", ".join(f"{{type: {v.type}}}" for v in value) + "]`"
     if value is None:
         return "`null`"
-    text = value if isinstance(value, str) else repr(value)
+    text = value if isinstance(value, str) else yaml_words(value)
     return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 def options_table(cls: type) -> list[str]:
-    with contextlib.suppress(NameError):  # resolved types print the same whatever ran before
-        attrs.resolve_types(cls)
-    fields = attrs.fields(cls)
-    if not fields:
+    """One row per option: its key, type and checks in words, default and documentation."""
+    options = options_of(cls)
+    if not options:
         return ["No options.", ""]
-    docs = field_docs(cls)
     rows = ["| key | type | default | what it does |", "| --- | --- | --- | --- |"]
-    for f in fields:
-        desc = docs.get(f.name, UNDOCUMENTED).replace("|", "\\|").replace("\n", " ")
-        default = _default(f).replace("|", "\\|")
-        rows.append(f"| `{f.name}` | {_type_name(f.type).replace('|', 'or')} | {default} | {desc} |")
+    for f, info in zip(attrs.fields(cls), options, strict=True):
+        cell = [", ".join([info.type, *info.checks]), _default(f), info.doc or UNDOCUMENTED]
+        kind, default, desc = (c.replace("|", "\\|").replace("\n", " ") for c in cell)
+        rows.append(f"| `{f.name}` | {kind} | {default} | {desc} |")
     return [*rows, ""]
 
 

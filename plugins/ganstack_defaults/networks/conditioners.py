@@ -20,16 +20,16 @@ CA_ACTIVATIONS = ("relu", "leaky_relu", "glu")
 
 @attrs.define(frozen=True, kw_only=True)
 class CAOptions:
-    """Options of the ``ca`` conditioner (Conditioning Augmentation).
+    """Options of the ``ca`` conditioner (Conditioning Augmentation)."""
 
-    ``condition_dim``: size of ``c`` (128 in the paper); ``activation``: what follows the linear
-    layer that gives the mean and log-variance: ``relu`` (PyTorch port), ``leaky_relu`` (TensorFlow
-    code) or ``glu`` (StackGAN-v2)
-    """
-
-    condition_dim: int = attrs.field(default=128, validator=attrs.validators.ge(1))
+    condition_dim: int = attrs.field(default=128, validator=attrs.validators.ge(1), metadata={
+        "doc": "size of the condition `c` the generator and discriminator see, and of its mean and "
+               "log-variance (128 in the paper; the shapes recipes use 8 to 32)"})
     activation: Literal["relu", "leaky_relu", "glu"] = attrs.field(
-        default="relu", validator=attrs.validators.in_(CA_ACTIVATIONS))
+        default="relu", validator=attrs.validators.in_(CA_ACTIVATIONS), metadata={
+            "doc": "what follows the linear layer that gives the mean and log-variance: `relu` (the "
+                   "official PyTorch port), `leaky_relu` (the TensorFlow code) or `glu` (StackGAN-v2, "
+                   "whose gate halves a layer twice as wide)"})
 
 
 class ConditioningAugmentation(nn.Module):
@@ -77,12 +77,10 @@ class NoTextConditioner(nn.Module):
 
 @attrs.define(frozen=True, kw_only=True)
 class LinearOptions:
-    """Options of the ``linear`` conditioner.
+    """Options of the ``linear`` conditioner."""
 
-    ``condition_dim``: size of the compressed embedding (128 matches ``ca``'s ``c``)
-    """
-
-    condition_dim: int = attrs.field(default=128, validator=attrs.validators.ge(1))
+    condition_dim: int = attrs.field(default=128, validator=attrs.validators.ge(1), metadata={
+        "doc": "size of the compressed embedding the stage sees (128 matches `ca`'s `c`)"})
 
 
 class LinearConditioner(nn.Module):

@@ -102,3 +102,56 @@ def test_real_exit_code_and_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "training.batch_size" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("type: ca, condition_dim: 8}\n    generator: {type: stackgan-stage1",
+          "type: ca, condition_dim: 8, activation: rlu}\n    generator: {type: stackgan-stage1"),  # a Literal field
+         ["stages[0].conditioner.activation: must be one of: relu, leaky_relu, glu (got 'rlu')",
+          "(did you mean 'relu'?)", "Fix: use one of: relu, leaky_relu, glu"]),
+        (("device: cpu", "device: gpu"),  # attrs' in_ validator
+         ["training.device: must be one of: auto, cpu, cuda, mps (got 'gpu')", "Fix: use one of: auto, cpu, cuda, mps"]),
+        (("epochs: 1,", "epochs: 1, schedule: jiont,"), ["training.schedule: must be one of: stagewise, joint",
+                                                         "(did you mean 'joint'?)"]),
+    ],
+)
+def test_a_choice_among_fixed_values_says_them_in_words(cli, tmp_path: Path, edit: tuple[str, str],
+                                                        expected: list[str]) -> None:
+    assert edit[0] in GOOD
+    message = _check(cli, write(tmp_path / "r.yaml", GOOD.replace(edit[0], edit[1])))
+    for text in expected:
+        assert text in message, message
+    assert not any(s in message for s in ("Literal", "typing", "['")), message
+
+
+def test_set_can_drop_and_append_a_stage_as_base_merging_does(cli, tmp_path: Path) -> None:
+    import json
+
+    code, out, err = cli("check", TINY, "--json", "--set", "stages.1=null")
+    assert code == 0, err
+    assert [s["generator"]["type"] for s in json.loads(out)["stages"]] == ["stackgan-stage1"]
+    code, out, err = cli("check", TINY, "--json", "--set",
+                         "stages.2={generator: {type: stackgan-refiner, ngf: 8, scale: 2, residual_blocks: 1},"
+                         " discriminator: {type: matching-aware, ndf: 4}}")
+    assert code == 0, err
+    assert len(json.loads(out)["stages"]) == 3
+    message = _check(cli, write(tmp_path / "r.yaml", GOOD), "--set", "stages.0=null", "--set", "stages.0=null")
+    assert "with --set stages.0=null: stages: must list at least one stage" in message
+
+
+@pytest.mark.parametrize(
+    ("assignment", "expected"),
+    [
+        ("training.batch_size=abc", "with --set training.batch_size=abc: training.batch_size: expected an integer"),
+        ("stages.0.conditioner.type=cca", "with --set stages.0.conditioner.type=cca: stages[0].conditioner.type: "
+                                          "unknown conditioner 'cca' (did you mean 'ca'?)"),
+        ("stages.1.discriminator={type: matching-aware, nfd: 4}",
+         "with --set stages.1.discriminator={type: matching-aware, nfd: 4}: stages[1].discriminator.nfd: unknown key"),
+    ],
+)
+def test_an_error_in_a_set_value_names_the_flag_and_what_was_given(cli, tmp_path: Path, assignment: str,
+                                                                   expected: str) -> None:
+    message = _check(cli, write(tmp_path / "r.yaml", GOOD), "--set", assignment)
+    assert expected in message, message

@@ -40,7 +40,8 @@ def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="override a recipe key, e.g. --set training.batch_size=32 or "
                    "--set stages.1.discriminator.ndf=32 (VALUE is read as YAML; repeatable; a new `type` "
-                   "replaces the component, so give its options after it)")
+                   "replaces the component, so give its options after it; stages.1=null drops stage 1, and "
+                   "the index one past the end appends one)")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:

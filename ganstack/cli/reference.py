@@ -69,12 +69,17 @@ hand. `tests/test_docs.py` fails when this page is out of date or an option is u
 A recipe is a YAML file holding only what differs from the defaults below.
 `ganstack check RECIPE` prints it with every default filled in.
 
-- `base: other.yaml` inherits from one other recipe (a path relative to this file). Mappings
+- `base: other.yaml` inherits from one other recipe (a path relative to this file, or a shipped recipe). Mappings
   merge key by key; a list replaces a list; a component whose `type` changes is replaced whole.
   A mapping with integer keys edits a list by index: `stages: {1: {generator: {scale: 2}}}`;
   `null` under an index drops that entry, and the index one past the end appends one.
 - `--set path.to.key=VALUE` overrides one key on the command line; VALUE is read as YAML
   (`32`, `true`, `[0.5, 0.999]`), and list entries are numbered: `stages.1.discriminator.ndf=32`.
+  As in `base:` merging, `--set stages.1=null` drops an entry and the index one past the end
+  appends one. An error in a value given this way names the `--set` it came from.
+- A recipe named on the command line or by `base:` is looked for as a path (next to the recipe,
+  then in the working folder), then among the recipes shipped with ganstack (`ganstack recipes`),
+  so `ganstack run shapes_quickstart` and `base: shapes_quickstart.yaml` work from any folder.
 - Components are written `{type: NAME, ...options}` (or just `NAME`). Where two plugins register
   one name, write `PLUGIN:NAME`; a bare name that ganstack's own plugins register too means
   ganstack's (with a warning naming the others). `ganstack plugins` lists what is installed.

@@ -117,6 +117,9 @@ def _parse_path(spec: str) -> list[str | int]:
 def apply_override(data: dict[str, Any], assignment: str, *, file: str | None = None) -> None:
     """Apply one ``path.to.key=VALUE`` in place; VALUE is read as YAML (``32``, ``true``, ``[1, 2]``).
 
+    On a list, as in ``base:`` merging, ``stages.1=null`` drops entry 1 and the index one past the
+    end appends (``stages.2={...}``).
+
     Setting a component's ``type`` to another replaces the component whole, as ``base:`` merging does;
     later ``--set``s then give the new component's options.
     """
@@ -140,6 +143,12 @@ def apply_override(data: dict[str, Any], assignment: str, *, file: str | None = 
             if not isinstance(part, int):
                 raise RecipeError(f"--set '{key}': '{label}' is a list; '{part}' is not an index",
                                   file=file, path=key, fix=f"use a number from 0 to {len(node) - 1}")
+            if last and value is None and -len(node) <= part < len(node):  # as in base: merging, null drops
+                del node[part]
+                return
+            if last and part == len(node) and value is not None:  # one past the end appends
+                node.append(value)
+                return
             if not -len(node) <= part < len(node):
                 raise RecipeError(f"--set '{key}': index {part} is out of range; '{label}' has "
                                   f"{len(node)} entries", file=file, path=key,

@@ -18,7 +18,7 @@ from cattrs.errors import (
 )
 
 from ganstack.components.registry import Entry, Registry
-from ganstack.errors import PluginError, RecipeError, did_you_mean
+from ganstack.errors import PluginError, RecipeError, UserError, did_you_mean
 from ganstack.recipe.files import apply_override, load_with_base
 from ganstack.recipe.paths import find_recipe
 from ganstack.recipe.schema import COMPONENT_KINDS, Component, Recipe
@@ -71,6 +71,13 @@ def make_converter(*, record_providers: bool = True) -> cattrs.Converter:
         plugin = (c.provider or c.plugin) if record_providers else c.plugin
         return f"{plugin}:{c.type}" if plugin else c.type
 
+    def literal(value: Any, tp: Any) -> Any:
+        choices = typing.get_args(tp)
+        if value in choices and type(value) in {type(c) for c in choices}:
+            return value
+        raise ValueError("must be one of", None, choices, value)  # the shape attrs' in_ gives: one message
+
+    conv.register_structure_hook_func(lambda tp: typing.get_origin(tp) is typing.Literal, literal)
     conv.register_structure_hook(Component, component)
     conv.register_unstructure_hook(
         Component, lambda c: {"type": name(c), **(conv.unstructure(c.options) if attrs.has(type(c.options))
@@ -117,9 +124,13 @@ def _describe(exc: BaseException, path: str, cls: type) -> tuple[str, str, str |
         message = "expected a mapping of keys here (or a list of them), got a single value"
         fix = "write this entry as keys and values, as `ganstack check` prints them"
     if isinstance(exc, ValueError) and len(exc.args) == 4 and isinstance(exc.args[0], str):
-        message, _attr, choices, value = exc.args  # attrs' in_ validator
-        message = f"{message}{did_you_mean(value, choices)}"
-        fix = f"use one of: {', '.join(map(str, choices))}"
+        _message, attr, choices, value = exc.args  # attrs' in_ validator, or a Literal field
+        named = getattr(attr, "name", None)
+        if named:
+            path = f"{path}.{named}" if path else named
+        words = ", ".join(map(str, choices))
+        message = f"must be one of: {words} (got {value!r}){did_you_mean(value, choices)}"
+        fix = f"use one of: {words}"
     match = re.match(r"^'(\w+)' (.*)$", message)
     if match and isinstance(exc, ValueError):  # an attrs validator of a class: name its field
         path = f"{path}.{match.group(1)}" if path else match.group(1)
@@ -199,8 +210,25 @@ def load_recipe(path_given: str | Path, overrides: Sequence[str] = (), *,
     for assignment in overrides:
         apply_override(data, assignment, file=file)
     data.setdefault("name", Path(path).stem)
-    recipe = structure(data, Recipe, file=file)
-    return resolve(recipe, registry or load_plugins().registry, file=file, base_dir=Path(path).resolve().parent)
+    try:
+        recipe = structure(data, Recipe, file=file)
+        return resolve(recipe, registry or load_plugins().registry, file=file,
+                       base_dir=Path(path).resolve().parent)
+    except (RecipeError, PluginError) as exc:  # both name the key path
+        _name_the_override(exc, overrides)
+        raise
+
+
+def _name_the_override(exc: UserError, overrides: Sequence[str]) -> None:
+    """Where the bad value came from a ``--set``, say so: the flag and the PATH=VALUE given."""
+    if not exc.path:
+        return
+    where = re.sub(r"\[(\d+)\]", r".\1", exc.path)
+    for assignment in reversed(overrides):
+        key = assignment.partition("=")[0].strip()
+        if where == key or where.startswith(key + ".") or key.startswith(where + "."):
+            exc.file = f"{exc.file or 'the recipe'} with --set {assignment}"
+            return
 
 
 def recipe_from_dict(data: dict[str, Any], *, registry: Registry | None = None, file: str | None = None,

@@ -75,3 +75,32 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     assert 'pip install -e ".[test]" && pytest' in readme
     assert 'pip install -e ".[test]"' in ci and "\npytest" in ci
     assert "ganstack run recipes/shapes_quickstart.yaml" in readme
+
+
+def _module_tables() -> dict[str, list[str]]:
+    """docs/architecture.md's module tables: package folder -> the module paths its rows name."""
+    page = (DOCS / "architecture.md").read_text(encoding="utf-8").split("\n## Modules\n", 1)[1].split("\n## ", 1)[0]
+    tables: dict[str, list[str]] = {}
+    for section in page.split("\n### ")[1:]:
+        folder = re.match(r"`([^`]+)/`", section).group(1)
+        tables[folder] = [f"{folder}/{m}" for m in re.findall(r"^\| `([^`]+\.py)` \|", section, re.M)]
+    return tables
+
+
+def test_architecture_module_table_and_folders_agree() -> None:
+    tables = _module_tables()
+    listed = [m for modules in tables.values() for m in modules]
+    assert listed and all((ROOT / m).is_file() for m in listed), [m for m in listed if not (ROOT / m).is_file()]
+    packages = {p.parent.relative_to(ROOT).as_posix() for base in ("ganstack", "plugins/ganstack_defaults")
+                for p in (ROOT / base).rglob("__init__.py")}
+    folders_named = set(tables) | {m.rsplit("/", 1)[0] for m in listed}
+    assert packages - folders_named == set(), "package folders missing from docs/architecture.md"
+    assert {f for f in folders_named if f != "plugins/ganstack_defaults"} <= packages | {"plugins/ganstack_defaults"}
+
+
+def test_architecture_reading_order_names_real_files_and_fits_a_screen() -> None:
+    page = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    order = page.split("\n## Reading order\n", 1)[1].split("\n## ", 1)[0]
+    assert len(order.strip().splitlines()) <= 30
+    named = re.findall(r"`((?:ganstack|plugins)/[\w/]+(?:\.py|/))`", order)
+    assert len(named) >= 8 and all((ROOT / n).exists() for n in named), named

@@ -74,10 +74,13 @@ class StageContext:
 
 @attrs.frozen
 class LossContext:
-    """Given to a ``loss`` factory."""
+    """Given to a ``loss`` factory. ``key_path`` is the loss's place in the recipe
+    (``stages[1].losses[2]``): a loss that raises a ``UserError`` while training, where the core
+    cannot tell which loss spoke, names its place with it (``path=f"{ctx.key_path}.margin"``)."""
 
     index: int
     num_stages: int
+    key_path: str | None = None
 
 
 @attrs.frozen

@@ -7,7 +7,7 @@ from typing import Any
 
 from ganstack.errors import UserError
 from ganstack.interfaces import DataContext
-from ganstack.recipe.resolve import ResolvedRecipe
+from ganstack.recipe.resolve import ResolvedRecipe, place_of
 
 
 def build_dataset(resolved: ResolvedRecipe, split: str, resolutions: tuple[int, ...], *,
@@ -20,5 +20,5 @@ def build_dataset(resolved: ResolvedRecipe, split: str, resolutions: tuple[int, 
     try:
         return resolved.entry("dataset").factory(recipe.dataset.options, ctx)
     except UserError as exc:
-        raise type(exc)(exc.message, file=exc.file or resolved.file, path=exc.path or "dataset",
+        raise type(exc)(exc.message, file=exc.file or resolved.file, path=place_of("dataset", exc.path),
                         fix=exc.fix) from None

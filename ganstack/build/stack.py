@@ -19,7 +19,7 @@ from ganstack.interfaces import (
     TextEncoder,
     TextEncoderContext,
 )
-from ganstack.recipe.resolve import ResolvedRecipe
+from ganstack.recipe.resolve import ResolvedRecipe, place_of
 
 
 class Stage(nn.Module):
@@ -94,8 +94,8 @@ def _build(resolved: ResolvedRecipe, path: str, ctx: Any) -> nn.Module:
         module = comp_entry.factory(options, ctx)
         _check_declared(module, resolved, path)
         return module
-    except UserError as exc:
-        raise type(exc)(exc.message, file=exc.file or resolved.file, path=exc.path or path,
+    except UserError as exc:  # the core adds the file and the component's key path
+        raise type(exc)(exc.message, file=exc.file or resolved.file, path=place_of(path, exc.path),
                         fix=exc.fix) from None
     except ValueError as exc:
         raise RecipeError(f"{comp_entry.kind.replace('_', ' ')} '{comp_entry.name}' rejected its "
@@ -133,7 +133,8 @@ def build_stack(resolved: ResolvedRecipe, *, device: str = "cpu") -> Stack:
         generator = _build(resolved, f"stages[{i}].generator", ctx)
         ctx = attrs.evolve(ctx, image_size=int(generator.out_size))
         discriminator = _build(resolved, f"stages[{i}].discriminator", ctx)
-        losses = [_build(resolved, f"stages[{i}].losses[{j}]", LossContext(index=i, num_stages=n))
+        losses = [_build(resolved, f"stages[{i}].losses[{j}]",
+                         LossContext(index=i, num_stages=n, key_path=f"stages[{i}].losses[{j}]"))
                   for j in range(len(spec.losses))]
         stages.append(Stage(conditioner, generator, discriminator, losses, spec.name or f"stage{i + 1}"))
         in_size, in_channels = int(generator.out_size), int(generator.feature_channels)

@@ -14,7 +14,7 @@ from torch import Tensor
 from ganstack.components.registry import Registry
 from ganstack.errors import PluginError, UserError
 from ganstack.interfaces import CaptionDataset, MetricContext
-from ganstack.recipe.resolve import CONVERTER, ResolvedRecipe, structure
+from ganstack.recipe.resolve import CONVERTER, ResolvedRecipe, place_of, structure
 from ganstack.recipe.schema import Component
 from ganstack.sample.draw import TextToImage
 
@@ -96,8 +96,7 @@ def build_metric(component: Component, *, device: str, path: str, file: str | No
         return entry.factory(options, MetricContext(device=device, recipe_dir=recipe_dir, registry=registry,
                                                     converter=CONVERTER))
     except UserError as exc:
-        raise type(exc)(exc.message, file=exc.file or file, path=f"{path}.{exc.path}" if exc.path else path,
-                        fix=exc.fix) from None
+        raise type(exc)(exc.message, file=exc.file or file, path=place_of(path, exc.path), fix=exc.fix) from None
 
 
 def evaluate(model: TextToImage, resolved: ResolvedRecipe, metrics: Sequence[tuple[str, Any]],

@@ -149,6 +149,18 @@ def structure(data: Any, cls: type, *, file: str | None, path: str = "") -> Any:
                           fix=fix or "correct the value; `ganstack check` prints every key with its default") from None
 
 
+def place_of(component_path: str, error_path: str | None) -> str:
+    """The key path of an error a component raised: a path it gives relative to itself (``margin``)
+    goes under the component's (``stages[0].losses[2].margin``); one from the recipe's top
+    (``text_encoder.dim``) stays as it is."""
+    if not error_path:
+        return component_path
+    top = re.split(r"[.\[]", error_path, maxsplit=1)[0]
+    if top in _field_names(Recipe) or error_path.startswith(component_path):
+        return error_path
+    return f"{component_path}.{error_path}"
+
+
 # ------------------------------------------------------------------------------------- resolving
 @attrs.define
 class ResolvedRecipe:
@@ -250,5 +262,5 @@ def to_data(recipe: Recipe, *, providers: bool = True) -> dict[str, Any]:
     return typing.cast(dict, (CONVERTER if providers else _AS_WRITTEN).unstructure(recipe))
 
 
-__all__ = ["ResolvedRecipe", "load_recipe", "recipe_from_dict", "resolve", "structure", "to_data",
-           "component_paths"]
+__all__ = ["ResolvedRecipe", "component_paths", "load_recipe", "place_of", "recipe_from_dict", "resolve",
+           "structure", "to_data"]

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from ganstack.components.loader import PluginInfo, load_plugins
+from ganstack.hookspecs import PROJECT
 from ganstack.interfaces import MetricContext
+
+
+def _registrable(plugin: Any) -> Any:
+    """pluggy registers an object once; a plugin already loaded from its installed entry point is
+    registered again (under the test's name) through a stand-in holding its hook implementations."""
+    if not load_plugins().manager.is_registered(plugin):
+        return plugin
+    hooks = {n: getattr(plugin, n) for n in dir(plugin) if hasattr(getattr(plugin, n, None), f"{PROJECT}_impl")}
+    return types.SimpleNamespace(**hooks)
 
 
 @contextmanager
@@ -20,7 +31,7 @@ def registered_plugin(plugin: Any, name: str = "test-plugin") -> Iterator[Plugin
     state = load_plugins()
     if name in state.plugins:
         raise ValueError(f"a plugin named '{name}' is already loaded")
-    info = state.add(plugin, name)
+    info = state.add(_registrable(plugin), name)
     try:
         yield info
     finally:
@@ -46,7 +57,7 @@ try:  # a pytest fixture, for suites that use pytest
 
         def add(plugin: Any, name: str = "test-plugin") -> PluginInfo:
             names.append(name)
-            return state.add(plugin, name)
+            return state.add(_registrable(plugin), name)
 
         yield add
         for name in names:

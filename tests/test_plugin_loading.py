@@ -204,3 +204,29 @@ def test_a_run_records_each_components_plugin_and_resolves_to_it_later(cli, tmp_
         code, _o, err = cli("sample", out, "--text", "a red circle", "--out", tmp_path / "s2")
         message = " ".join(err.split())
         assert code == 2 and "stages[0].conditioner.type: no plugin 'acme' registers conditioner 'solo'" in message
+
+
+class _MuteEncoder:
+    """A text encoder that forgets to declare `can_encode_text`, which interfaces.TextEncoder asks for."""
+
+    @hookimpl
+    def register_components(self, register) -> None:  # noqa: ANN001
+        import torch
+
+        class Mute(torch.nn.Module):
+            dim = 16
+            trainable = False
+
+            def forward(self, batch):  # noqa: ANN001, ANN202
+                return torch.zeros(len(batch["caption"]), 16)
+
+        register("text_encoder", "mute", lambda options, ctx: Mute(), summary="no can_encode_text")
+
+
+def test_a_component_missing_a_declared_attribute_is_refused_by_name(cli) -> None:
+    with registered_plugin(_MuteEncoder(), "mute-plugin"):
+        code, _out, err = cli("check", TINY, "--params", "--set", "text_encoder=mute")
+    message = " ".join(err.split())
+    assert code == 2 and "Traceback" not in err
+    assert "text_encoder: text encoder 'mute' of plugin mute-plugin does not offer 'can_encode_text'" in message
+    assert "ganstack.interfaces.TextEncoder declares" in message

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import TINY, write
+from conftest import ROOT, TINY, write
 
 
 def test_check_prints_every_default(cli) -> None:
@@ -59,3 +59,33 @@ def test_check_json(cli) -> None:
 
     code, out, _ = cli("check", TINY, "--json")
     assert code == 0 and json.loads(out)["name"] == "tiny_shapes"
+
+
+def test_a_shipped_recipe_by_name_from_any_folder(cli, tmp_path: Path) -> None:
+    import json
+
+    for name in ("shapes_quickstart", "shapes_quickstart.yaml", "ablations/stage1_only"):
+        code, out, err = cli("check", name, "--json")
+        assert code == 0, (name, err)
+    assert json.loads(cli("check", "shapes_ca", "--json")[1])["name"] == "shapes_ca"
+    mine = write(tmp_path / "elsewhere" / "mine.yaml", "base: shapes_quickstart.yaml\ntraining: {batch_size: 5}\n")
+    data = json.loads(cli("check", mine, "--json")[1])
+    assert data["training"]["batch_size"] == 5 and data["stages"][0]["name"] == "stage-I"
+    # A file of that name next to the recipe, or in the working folder, comes first.
+    write(tmp_path / "elsewhere" / "shapes_quickstart.yaml", (ROOT / "recipes" / "shapes_quickstart.yaml").read_text()
+          .replace("batch_size: 64", "batch_size: 7"))
+    mine = write(tmp_path / "elsewhere" / "mine.yaml", "base: shapes_quickstart.yaml\n")
+    assert json.loads(cli("check", mine, "--json")[1])["training"]["batch_size"] == 7
+    code, _out, err = cli("check", "no_such_recipe")
+    message = " ".join(err.split())
+    assert code == 2 and "recipe file not found" in message and "`ganstack recipes` lists them" in message
+
+
+def test_recipes_lists_every_shipped_recipe_with_one_line(cli) -> None:
+    code, out, err = cli("recipes")
+    assert code == 0, err
+    shipped = sorted(p.relative_to(ROOT / "recipes").with_suffix("").as_posix()
+                     for p in (ROOT / "recipes").rglob("*.yaml"))
+    for name in shipped:
+        assert name in out
+    assert "two-stage StackGAN on synthetic shapes" in " ".join(out.split())

@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a recipe and print it resolved",
                        description="Validate a recipe and print it fully resolved (after base: and --set) "
-                       "with every default filled in, as YAML.")
+                       "with every default filled in, as YAML. Components print as the recipe names them; "
+                       "the recipe.yaml a run saves names each one's plugin (PLUGIN:NAME).")
     p.add_argument("recipe", help="recipe YAML file or shipped recipe name")
     _add_set(p)
     p.add_argument("--params", action="store_true",

@@ -31,20 +31,17 @@ def _only_for_text(instance: MatchingAwareOptions, attribute: Any, value: int | 
 
 @attrs.define(frozen=True, kw_only=True)
 class MatchingAwareOptions:
-    """Options of the ``matching-aware`` discriminator.
+    """Options of the ``matching-aware`` discriminator."""
 
-    ``ndf``: width of the first down block, doubled by each further one (64 in the paper, 96 for
-    COCO); ``condition``: ``mu`` (the stage's CA mean, detached; PyTorch port) or ``text`` (D
-    compresses the raw embedding itself; TF code); ``unconditional_head``: add the image-only logit
-    (the port's Stage-II); ``condition_dim``: size of that compression (``condition: text`` only;
-    default the stage's condition size, else 128)
-    """
-
-    ndf: int = attrs.field(default=64, validator=attrs.validators.ge(1))
-    condition: Literal["mu", "text"] = attrs.field(default="mu", validator=attrs.validators.in_(("mu", "text")))
-    unconditional_head: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    ndf: int = attrs.field(default=64, validator=attrs.validators.ge(1), metadata={
+        "doc": "width of the first down block, doubled by each further one (64 in the paper, 96 for COCO)"})
+    condition: Literal["mu", "text"] = attrs.field(default="mu", validator=attrs.validators.in_(("mu", "text")), metadata={
+        "doc": "`mu` (the stage's CA mean, detached; PyTorch port) or `text` (D compresses the raw embedding itself; TF code)"})
+    unconditional_head: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool), metadata={
+        "doc": "add the image-only logit (the port's Stage-II)"})
     condition_dim: int | None = attrs.field(
-        default=None, validator=[attrs.validators.optional(attrs.validators.ge(1)), _only_for_text])
+        default=None, validator=[attrs.validators.optional(attrs.validators.ge(1)), _only_for_text], metadata={
+        "doc": "size of that compression (`condition: text` only; default the stage's condition size, else 128)"})
 
 
 def _image_path(image_size: int, image_channels: int, ndf: int) -> tuple[nn.Sequential, int]:
@@ -124,16 +121,14 @@ def build_matching_aware(options: MatchingAwareOptions, ctx: StageContext) -> Ma
 
 @attrs.define(frozen=True, kw_only=True)
 class ProjectionOptions:
-    """Options of the ``projection`` discriminator.
+    """Options of the ``projection`` discriminator."""
 
-    ``ndf``: width of the first down block, as ``matching-aware``; ``condition``: ``text`` (the raw
-    embedding, projected by D) or ``mu`` (the stage's condition mean, detached);
-    ``unconditional_head``: also report the image-only logit to losses that use it
-    """
-
-    ndf: int = attrs.field(default=64, validator=attrs.validators.ge(1))
-    condition: Literal["mu", "text"] = attrs.field(default="text", validator=attrs.validators.in_(("mu", "text")))
-    unconditional_head: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    ndf: int = attrs.field(default=64, validator=attrs.validators.ge(1), metadata={
+        "doc": "width of the first down block, as `matching-aware`"})
+    condition: Literal["mu", "text"] = attrs.field(default="text", validator=attrs.validators.in_(("mu", "text")), metadata={
+        "doc": "`text` (the raw embedding, projected by D) or `mu` (the stage's condition mean, detached)"})
+    unconditional_head: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool), metadata={
+        "doc": "also report the image-only logit to losses that use it"})
 
 
 class ProjectionDiscriminator(nn.Module):

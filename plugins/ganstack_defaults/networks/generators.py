@@ -58,15 +58,12 @@ def _stage1_widths_fit(instance: Stage1Options, attribute: Any, value: int) -> N
 
 @attrs.define(frozen=True, kw_only=True)
 class Stage1Options:
-    """Options of the ``stackgan-stage1`` generator stage.
+    """Options of the ``stackgan-stage1`` generator stage."""
 
-    ``ngf``: the fc layer gives ``8*ngf`` channels at 4x4, halved by each up block (128 in the
-    paper, 192 for COCO); ``out_size``: side of the image drawn, 4 * 2**k, one up block per doubling
-    (64 in the paper)
-    """
-
-    ngf: int = attrs.field(default=128, validator=attrs.validators.ge(1))
-    out_size: int = attrs.field(default=64, validator=[four_times_power_of_two, _stage1_widths_fit])
+    ngf: int = attrs.field(default=128, validator=attrs.validators.ge(1), metadata={
+        "doc": "the fc layer gives `8*ngf` channels at 4x4, halved by each up block (128 in the paper, 192 for COCO)"})
+    out_size: int = attrs.field(default=64, validator=[four_times_power_of_two, _stage1_widths_fit], metadata={
+        "doc": "side of the image drawn, 4 * 2**k, one up block per doubling (64 in the paper)"})
 
 
 class Stage1Generator(nn.Module):
@@ -114,22 +111,19 @@ def _scale_fits_ngf(instance: RefinerOptions, attribute: Any, value: int) -> Non
 
 @attrs.define(frozen=True, kw_only=True)
 class RefinerOptions:
-    """Options of the ``stackgan-refiner`` generator stage (Stage-II and any later one).
+    """Options of the ``stackgan-refiner`` generator stage (Stage-II and any later one)."""
 
-    ``ngf``: base width (128 in the paper, 192 for COCO); the residual blocks work at ``4*ngf``
-    channels with ``input: image``, at ``ngf`` with ``features``; ``scale``: output size / input
-    size, a power of two (4 in the paper: 64 to 256); ``residual_blocks``: residual blocks at the
-    working width (4 in the paper, 2 for COCO); ``input``: refine the previous ``image`` (StackGAN)
-    or its ``features`` (StackGAN-v2); ``detach_input``: no gradient into the previous stage (the
-    paper; false trains the stages together, as StackGAN-v2 does)
-    """
-
-    ngf: int = attrs.field(default=128, validator=attrs.validators.ge(1))
-    scale: int = attrs.field(default=4, validator=[power_of_two, _scale_fits_ngf])
-    residual_blocks: int = attrs.field(default=4, validator=attrs.validators.ge(0))
+    ngf: int = attrs.field(default=128, validator=attrs.validators.ge(1), metadata={
+        "doc": "base width (128 in the paper, 192 for COCO); the residual blocks work at `4*ngf` channels with `input: image`, at `ngf` with `features`"})
+    scale: int = attrs.field(default=4, validator=[power_of_two, _scale_fits_ngf], metadata={
+        "doc": "output size / input size, a power of two (4 in the paper: 64 to 256)"})
+    residual_blocks: int = attrs.field(default=4, validator=attrs.validators.ge(0), metadata={
+        "doc": "residual blocks at the working width (4 in the paper, 2 for COCO)"})
     input: Literal["image", "features"] = attrs.field(
-        default="image", validator=attrs.validators.in_(("image", "features")))
-    detach_input: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+        default="image", validator=attrs.validators.in_(("image", "features")), metadata={
+        "doc": "refine the previous `image` (StackGAN) or its `features` (StackGAN-v2)"})
+    detach_input: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool), metadata={
+        "doc": "no gradient into the previous stage (the paper; false trains the stages together, as StackGAN-v2 does)"})
 
 
 class RefinerGenerator(nn.Module):

@@ -20,7 +20,10 @@ class BuildPyWithRecipes(build_py):
             return
         target = Path(self.build_lib) / "ganstack" / "shipped_recipes"
         shutil.rmtree(target, ignore_errors=True)  # a build folder reused: no recipe deleted since survives
-        for source in sorted((ROOT / "recipes").rglob("*.yaml")):
+        sources = sorted((ROOT / "recipes").rglob("*.yaml"))
+        if not sources:  # an sdist without recipes/ would build a wheel that cannot run them
+            raise RuntimeError(f"no recipes under {ROOT / 'recipes'}; the wheel must carry them (see MANIFEST.in)")
+        for source in sources:
             dest = target / source.relative_to(ROOT / "recipes")
             self.mkpath(str(dest.parent))
             self.copy_file(str(source), str(dest))

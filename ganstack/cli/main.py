@@ -59,8 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "environment.json, metrics.jsonl, samples/ and checkpoints/ to the output folder. "
                        "Ctrl-C or SIGTERM finishes the step, writes a checkpoint and exits 0; "
                        "`ganstack run --resume RUN_DIR` continues exactly where it stopped.")
-    p.add_argument("recipe", nargs="?", help="recipe YAML file, or a shipped recipe's name (`ganstack recipes`); "
-                   "not needed with --resume RUN_DIR")
+    p.add_argument("recipe", nargs="?", help="recipe YAML file (not needed with --resume RUN_DIR)")
     _add_set(p)
     p.add_argument("--out", help="output folder (default runs/<recipe-name>-<timestamp>)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",

@@ -86,7 +86,7 @@ def validator_words(validator: Any) -> list[str]:
         if isinstance(getattr(validator, inner, None), (list, tuple)):
             return validator_words(list(getattr(validator, inner)))
     if hasattr(validator, "validator") and type(validator).__name__ == "_OptionalValidator":
-        return [*validator_words(validator.validator), "or null"]
+        return validator_words(validator.validator)  # the type already says "or none"
     if hasattr(validator, "compare_op") and hasattr(validator, "bound"):
         return [f"{validator.compare_op} {validator.bound}"]
     if hasattr(validator, "options") and type(validator).__name__ == "_InValidator":
@@ -134,14 +134,14 @@ def options_of(cls: type) -> list[OptionInfo]:
     docs = field_docs(cls)
     found = []
     for f in attrs.fields(cls):
-        checks = [c for c in validator_words(f.validator) if c != "or null"]
+        checks = validator_words(f.validator)
         kind = type_words(f.type)
         choice = next((c for c in checks if c.startswith("one of: ")), None)
         if choice and kind in ("str", "str or none"):  # a string among fixed values: say which
             checks.remove(choice)
             kind = choice + (" or none" if kind.endswith("or none") else "")
-        found.append(OptionInfo(f.name, kind, default_words(f), tuple(c for c in checks if c != kind),
-                                docs.get(f.name, "")))
+        checks = [c for c in checks if c != kind]  # a Literal type and its in_ validator say it once
+        found.append(OptionInfo(f.name, kind, default_words(f), tuple(checks), docs.get(f.name, "")))
     return found
 
 

@@ -95,9 +95,15 @@ def test_the_training_commands_do_reach_the_trainer(graph: dict[str, dict[str, i
 
 
 def test_running_the_non_training_commands_loads_no_trainer(tmp_path: Path) -> None:
+    from ganstack.cli.main import main
+
+    run = tmp_path / "run"
+    assert main(["run", str(TINY), "--out", str(run), "--max-steps", "1"]) == 0  # in this process, not the one below
     script = (
         "import sys\n"
         "from ganstack.cli.main import main\n"
+        f"assert main(['sample', {str(run)!r}, '--text', 'a red circle', '--out', 'drawn']) == 0\n"
+        f"assert main(['eval', {str(run)!r}, '--metric', 'r-precision', '--option', 'encoder_checkpoint=no.pt']) == 2\n"
         f"assert main(['check', {str(TINY)!r}, '--params']) == 0\n"
         "assert main(['plugins']) == 0\n"
         "assert main(['recipes']) == 0\n"

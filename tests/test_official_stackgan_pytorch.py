@@ -10,6 +10,7 @@ with ``torch.nn.functional`` on the official state dicts (not with ganstack's mo
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -194,9 +195,18 @@ def official_d(s: dict[str, Tensor], image: Tensor, mu: Tensor) -> tuple[Tensor,
 
 
 # ------------------------------------------------------------------------------ files on disk
-def save_legacy(state: dict[str, Tensor], path: Path, *, prefix: str = "") -> Path:
-    """As PyTorch 0.3/0.4 saved a state dict: a non-zip pickle of an OrderedDict."""
-    torch.save(OrderedDict((prefix + k, v) for k, v in state.items()), path, _use_new_zipfile_serialization=False)
+def save_legacy(state: dict[str, Tensor], path: Path, *, prefix: str = "", cuda: bool = False) -> Path:
+    """As PyTorch 0.3/0.4 saved a state dict: a non-zip pickle of an OrderedDict; ``cuda``: of tensors
+    on the GPU, as the official trainer saved them (the storages name torch.cuda.FloatStorage and
+    cuda:0), which must load on a machine without one."""
+    buffer = io.BytesIO()
+    torch.save(OrderedDict((prefix + k, v) for k, v in state.items()), buffer, _use_new_zipfile_serialization=False)
+    data = buffer.getvalue()
+    if cuda:  # the storage type and location are pickled once each, then memoised
+        assert data.count(b"ctorch\nFloatStorage\n") == 1 and data.count(b"X\x03\x00\x00\x00cpu") == 1
+        data = data.replace(b"ctorch\nFloatStorage\n", b"ctorch.cuda\nFloatStorage\n")
+        data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+    path.write_bytes(data)
     return path
 
 
@@ -251,7 +261,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> dict:
     d2 = random_state(discriminator(df, ef, 2), 2, legacy=True)
     d1 = random_state(discriminator(df, ef, 1), 3)
     g1 = random_state(stage1_g(gf, ef, text, z), 4)
-    files = {"netG": save_legacy(g2, root / "netG_epoch_90.pth"),
+    files = {"netG": save_legacy(g2, root / "netG_epoch_90.pth", cuda=True),
              "netD": save_legacy(d2, root / "netD_epoch_last.pth", prefix="module."),  # DataParallel
              "stage1_netD": root / "stage1_netD_epoch_120.pth", "stage1_netG": root / "stage1_netG_epoch_120.pth"}
     torch.save(d1, files["stage1_netD"])  # a current (zip) file, with num_batches_tracked

@@ -26,15 +26,15 @@ _DOC_ITEM = re.compile(r"``(\w+)``:\s*(.+?)(?=(?:;|\.)?\s*``\w+``:|$)", re.S)
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Descriptions of a class's fields from ``metadata['help']`` or its docstring."""
+    """Descriptions of a class's fields from ``metadata['help']`` (or ``['doc']``) or its docstring."""
     docs: dict[str, str] = {}
     for klass in cls.__mro__:  # a subclass documents what it changes; the rest comes from its bases
         text = " ".join((klass.__doc__ or "").split())
         for name, desc in _DOC_ITEM.findall(text):
             docs.setdefault(name, desc.strip().rstrip(";.").strip().replace("``", "`"))
-    for f in attrs.fields(cls):
-        if f.metadata.get("help"):
-            docs[f.name] = f.metadata["help"]
+    for f in attrs.fields(cls):  # "doc" is what an importer's flags show (ganstack/cli/importing.py)
+        if f.metadata.get("help") or f.metadata.get("doc"):
+            docs[f.name] = f.metadata.get("help") or f.metadata["doc"]
     return docs
 
 

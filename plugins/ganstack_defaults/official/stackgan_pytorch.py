@@ -131,7 +131,7 @@ def identify(state: dict[str, Tensor], file: str, flag: str) -> str:
         return "D2" if _downs(state) > 4 else "D1"
     shown = ", ".join(list(state)[:4])
     raise CheckpointError(f"not an official StackGAN-Pytorch netG or netD (its first keys: {shown})", file=file,
-                          path=flag, fix="give a netG_epoch_N.pth or netD_epoch_N.pth written by "
+                          path=flag, fix="give a netG_epoch_N.pth or netD_epoch_last.pth written by "
                           "StackGAN-Pytorch's trainer")
 
 
@@ -305,7 +305,7 @@ class StackGANPytorchOptions:
         "(recipes/stackgan_cub.yaml for GF 128/DF 64/R 4, recipes/stackgan_coco.yaml for the released COCO model)")})
     out: str = attrs.field(metadata={"doc": "the run folder to write (checkpoints/last.pt, recipe.yaml, import.json)"})
     net_d: str | None = attrs.field(default=None, metadata={"flag": "--netD", "doc": (
-        "the same run's netD file (netD_epoch_N.pth or netD_epoch_last.pth): the discriminator of NETG's stage")})
+        "the same run's netD file (the trainer writes netD_epoch_last.pth): the discriminator of NETG's stage")})
     stage1_net_g: str | None = attrs.field(default=None, metadata={"flag": "--stage1-netG", "doc": (
         "a Stage-I netG for stage 1, instead of the copy inside a Stage-II NETG")})
     stage1_net_d: str | None = attrs.field(default=None, metadata={"flag": "--stage1-netD", "doc": (

@@ -450,6 +450,23 @@ def test_sample_and_eval_run_on_the_imported_folder(small: dict, imported: Path,
     assert results["inception-score/weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
+def test_the_released_coco_model_against_the_birds_recipe_names_the_coco_values(cli, tmp_path: Path) -> None:
+    """The released netG_epoch_90.pth (GF 192, R 2) given with the CUB recipe. Its tensors are zero-stride
+    views, so the file has the real layout and shapes at a few bytes each."""
+    from conftest import ROOT
+
+    netg = tmp_path / "netG_epoch_90.pth"
+    save_legacy({k: torch.zeros(1).expand(s) if s else torch.tensor(0) for k, s in stage2_g(192, r=2).items()
+                 if not k.endswith("num_batches_tracked")}, netg)
+    assert netg.stat().st_size < 100_000
+    err = _refused(cli, netg, "--recipe", ROOT / "recipes" / "stackgan_cub.yaml", "--out", tmp_path / "run")
+    assert "stages[0].generator.ngf: the file has 1536 channels at 4x4 where the recipe makes 1024 channels at 4x4; set ngf: 192" in err
+    assert "stages[1].generator.ngf: the file has 192 channels after its first conv where the recipe makes 128" in err
+    assert "stages[1].generator.residual_blocks: the file has 2 residual blocks where the recipe makes 4 residual blocks; set residual_blocks: 2" in err
+    assert "The files' settings (GF 192, R 2) are those of recipes/stackgan_coco.yaml" in err
+    assert not (tmp_path / "run").exists()
+
+
 def _refused(cli, *args) -> str:
     code, _o, err = cli("import", "stackgan-pytorch", *args)
     assert code == 2, err

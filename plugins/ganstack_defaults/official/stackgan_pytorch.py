@@ -356,8 +356,7 @@ def import_stackgan_pytorch(options: StackGANPytorchOptions, ctx: Any) -> Path:
     if problems:
         problems.sort()
         files = sorted({p.file for p in parts})
-        settings = _official_settings(parts)
-        hint = f" The files' settings (GF, DF, R) {settings} are those of {KNOWN[settings]}." if settings in KNOWN else ""
+        hint = _shipped_recipe_hint(parts)
         raise CheckpointError(f"the official files do not fit the recipe {options.recipe}: " + "; ".join(problems),
                               file=files[0] if len(files) == 1 else None, path="--recipe",
                               fix="set those values in (a copy of) the recipe and import again." + hint)
@@ -408,18 +407,28 @@ def import_stackgan_pytorch(options: StackGANPytorchOptions, ctx: Any) -> Path:
     return checkpoint
 
 
-def _official_settings(parts: list[Part]) -> tuple[int, int, int] | None:
-    """(GF, DF, R) read from the Stage-II files, where both are given."""
-    gf = df = r = None
+def _official_settings(parts: list[Part]) -> dict[str, int]:
+    """GF, DF and R as far as the given files tell them."""
+    found: dict[str, int] = {}
     for p in parts:
-        if p.kind == "G2":
-            gf = int(p.state["encoder.0.weight"].shape[0])
-            r = _count(p.state, r"residual\.(\d+)\.block\.0\.weight")
+        if p.kind == "G2" and "encoder.0.weight" in p.state:
+            found["GF"] = int(p.state["encoder.0.weight"].shape[0])
+            found["R"] = _count(p.state, r"residual\.(\d+)\.block\.0\.weight")
+        elif p.kind == "G1" and "upsample1.1.weight" in p.state:
+            found.setdefault("GF", int(p.state["upsample1.1.weight"].shape[1]) // 8)
         elif p.kind in ("D1", "D2") and "encode_img.0.weight" in p.state:
-            df = int(p.state["encode_img.0.weight"].shape[0])
-        elif p.kind == "G1" and gf is None and "upsample1.1.weight" in p.state:
-            gf = int(p.state["upsample1.1.weight"].shape[1]) // 8
-    return (gf, df, r) if None not in (gf, df, r) else None  # type: ignore[return-value]
+            found["DF"] = int(p.state["encode_img.0.weight"].shape[0])
+    return found
+
+
+def _shipped_recipe_hint(parts: list[Part]) -> str:
+    """Name the shipped recipe whose settings the files have, if one has."""
+    found = _official_settings(parts)
+    for settings, recipe in KNOWN.items():
+        if found and all(dict(zip(("GF", "DF", "R"), settings, strict=True))[k] == v for k, v in found.items()):
+            shown = ", ".join(f"{k} {v}" for k, v in found.items())
+            return f" The files' settings ({shown}) are those of {recipe}."
+    return ""
 
 
 __all__ = ["StackGANPytorchOptions", "disagreements", "identify", "import_stackgan_pytorch",

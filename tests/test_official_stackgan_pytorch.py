@@ -426,6 +426,23 @@ def test_stage1_file_fills_stage1_names_the_rest_and_initialises_a_stage2_run(sm
     assert torch.equal(trained["stages.0.discriminator.cond_head.1.bias"], small["d1"]["get_cond_logits.outlogits.3.bias"])
 
 
+def test_stage1_netg_replaces_the_copy_inside_a_stage2_file(small: dict, cli, tmp_path: Path) -> None:
+    import ganstack
+
+    f, out = small["files"], tmp_path / "run"
+    code, stdout, err = cli("import", "stackgan-pytorch", f["netG"], "--stage1-netG", f["stage1_netG"],
+                            "--recipe", small["recipe"], "--out", out)
+    assert code == 0, err
+    assert "stage 1 generator: from --stage1-netG" in stdout and "replacing the one from NETG (its STAGE1_G.*)" in stdout
+    text, z, eps1, eps2 = _inputs()
+    low, high = ganstack.load(out, device="cpu").generate(embeddings=text, z=z, ca_eps=[eps1, eps2]).images
+    assert (low - official_stage1_g(small["g1"], text, z, eps1)[0]).abs().max() < 1e-5
+    mixed = {**small["g2"], **{f"STAGE1_G.{k}": v for k, v in small["g1"].items()}}  # what was asked for
+    assert (high - official_stage2_g(mixed, text, z, eps1, eps2)[1]).abs().max() < 1e-5
+    record = json.loads((out / "import.json").read_text())
+    assert record["kept_initialisation"] == ["stage 1 (stage-I) discriminator", "stage 2 (stage-II) discriminator"]
+
+
 def test_sample_and_eval_run_on_the_imported_folder(small: dict, imported: Path, cli, tmp_path: Path) -> None:
     import torchvision
 
@@ -509,6 +526,13 @@ def test_wrong_and_unsafe_files_are_refused_in_one_paragraph(small: dict, cli, t
     err = _refused(cli, junk, "--recipe", recipe, "--out", tmp_path / "a")
     assert "not a readable PyTorch file" in err and "weights_only" not in err
     assert "file not found" in _refused(cli, tmp_path / "missing.pth", "--recipe", recipe, "--out", tmp_path / "a")
+
+    one_stage = tmp_path / "one_stage.yaml"
+    one_stage.write_text(RECIPE.format(**SMALL).split("  - name: stage-II")[0] + "training: {batch_size: 2}\n")
+    err = _refused(cli, f["netG"], "--recipe", one_stage, "--out", tmp_path / "a")
+    assert "the recipe has 1 stage(s) but NETG holds STAGE2_G (a Stage-II generator) for stage 2" in err
+    err = _refused(cli, f["stage1_netG"], "--stage1-netD", f["stage1_netD"], "--recipe", recipe, "--out", tmp_path / "a")
+    assert "--stage1-netD is for a Stage-II NETG" in err
 
     marker = tmp_path / "ran"
 

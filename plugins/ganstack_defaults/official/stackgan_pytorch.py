@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ganstack.errors import CheckpointError, UserError
+from ganstack.interfaces import ImportContext
 from ganstack.recipe.resolve import ResolvedRecipe
 from ganstack_defaults.official.legacy import (
     WRAPPER_PREFIX,
@@ -312,7 +313,7 @@ class StackGANPytorchOptions:
         "the Stage-I run's netD, for stage 1's discriminator when NETG is a Stage-II file")})
 
 
-def import_stackgan_pytorch(options: StackGANPytorchOptions, ctx: Any) -> Path:
+def import_stackgan_pytorch(options: StackGANPytorchOptions, ctx: ImportContext) -> Path:
     """Official StackGAN-Pytorch netG/netD files (any PyTorch version) to a ganstack run folder."""
     from ganstack.build.stack import build_stack
     from ganstack.recipe.resolve import load_recipe

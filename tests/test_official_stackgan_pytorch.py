@@ -16,6 +16,7 @@ import json
 import math
 import os
 import pickle
+import struct
 from collections import OrderedDict
 from pathlib import Path
 
@@ -195,18 +196,59 @@ def official_d(s: dict[str, Tensor], image: Tensor, mu: Tensor) -> tuple[Tensor,
 
 
 # ------------------------------------------------------------------------------ files on disk
-def save_legacy(state: dict[str, Tensor], path: Path, *, prefix: str = "", cuda: bool = False) -> Path:
-    """As PyTorch 0.3/0.4 saved a state dict: a non-zip pickle of an OrderedDict; ``cuda``: of tensors
-    on the GPU, as the official trainer saved them (the storages name torch.cuda.FloatStorage and
-    cuda:0), which must load on a machine without one."""
-    buffer = io.BytesIO()
-    torch.save(OrderedDict((prefix + k, v) for k, v in state.items()), buffer, _use_new_zipfile_serialization=False)
-    data = buffer.getvalue()
-    if cuda:  # the storage type and location are pickled once each, then memoised
-        assert data.count(b"ctorch\nFloatStorage\n") == 1 and data.count(b"X\x03\x00\x00\x00cpu") == 1
-        data = data.replace(b"ctorch\nFloatStorage\n", b"ctorch.cuda\nFloatStorage\n")
-        data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
-    path.write_bytes(data)
+def save_legacy(state: dict[str, Tensor], path: Path, *, prefix: str = "") -> Path:
+    """As PyTorch 0.4 saved a state dict: a non-zip pickle of an OrderedDict (tensors by _rebuild_tensor_v2)."""
+    torch.save(OrderedDict((prefix + k, v) for k, v in state.items()), path, _use_new_zipfile_serialization=False)
+    return path
+
+
+class _Storage:
+    def __init__(self, key: str, tensor: Tensor) -> None:
+        self.key, self.tensor = key, tensor.contiguous()
+
+
+class _Py2TorchPickler(pickle._Pickler):  # the pure-Python pickler, whose dispatch table can be changed
+    """Protocol 2 as Python 2.7 wrote it (str as SHORT_BINSTRING), tensors as PyTorch 0.3 reduced them
+    (``torch._utils._rebuild_tensor``), their storages on the GPU (``torch.cuda.FloatStorage``, ``cuda:0``)."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_py2_str(self, obj: str) -> None:
+        data = obj.encode("ascii")
+        self.write(b"U" + bytes([len(data)]) + data)
+        self.memoize(obj)
+
+    dispatch[str] = _save_py2_str
+
+    def __init__(self, fh: io.BytesIO, storages: list[_Storage]) -> None:
+        super().__init__(fh, protocol=2)
+        self.storages = storages
+
+    def reducer_override(self, obj: object) -> object:
+        if isinstance(obj, Tensor):
+            storage = _Storage(str(len(self.storages)), obj)
+            self.storages.append(storage)
+            return torch._utils._rebuild_tensor, (storage, 0, tuple(obj.shape), storage.tensor.stride())
+        return NotImplemented
+
+    def persistent_id(self, obj: object) -> object:
+        if isinstance(obj, _Storage):
+            return ("storage", torch.cuda.FloatStorage, obj.key, "cuda:0", obj.tensor.numel(), None)
+        return None
+
+
+def save_py2_torch03(state: dict[str, Tensor], path: Path) -> Path:
+    """A state dict as the official trainer wrote it under Python 2.7 and PyTorch 0.3 on a GPU: the legacy
+    layout (magic number, protocol 1001, system info, the OrderedDict, its storage keys, then each
+    storage as an int64 element count and its raw float32 data)."""
+    fh, storages = io.BytesIO(), []
+    system = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
+    for obj in (0x1950A86A20F9469CFC6C, 1001, system, OrderedDict(state)):
+        _Py2TorchPickler(fh, storages).dump(obj)
+    _Py2TorchPickler(fh, storages).dump([s.key for s in storages])
+    for s in storages:
+        fh.write(struct.pack("<q", s.tensor.numel()) + s.tensor.float().numpy().tobytes())
+    path.write_bytes(fh.getvalue())
     return path
 
 
@@ -251,7 +293,9 @@ def _flowers(root: Path, text_dim: int) -> None:
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The official files of a Stage-II run at reduced width, and a recipe they fit."""
+    """The official files of a Stage-II run at reduced width, and a recipe they fit: netG as Python 2.7 and
+    PyTorch 0.3 wrote it on a GPU, netD as PyTorch 0.4 wrote it from DataParallel, the Stage-I files as
+    current PyTorch writes them (zip, with num_batches_tracked; netG from DataParallel)."""
     root = tmp_path_factory.mktemp("official")
     recipe = root / "official_small.yaml"
     recipe.write_text(RECIPE.format(**SMALL))
@@ -261,7 +305,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> dict:
     d2 = random_state(discriminator(df, ef, 2), 2, legacy=True)
     d1 = random_state(discriminator(df, ef, 1), 3)
     g1 = random_state(stage1_g(gf, ef, text, z), 4)
-    files = {"netG": save_legacy(g2, root / "netG_epoch_90.pth", cuda=True),
+    files = {"netG": save_py2_torch03(g2, root / "netG_epoch_90.pth"),
              "netD": save_legacy(d2, root / "netD_epoch_last.pth", prefix="module."),  # DataParallel
              "stage1_netD": root / "stage1_netD_epoch_120.pth", "stage1_netG": root / "stage1_netG_epoch_120.pth"}
     torch.save(d1, files["stage1_netD"])  # a current (zip) file, with num_batches_tracked
@@ -381,6 +425,7 @@ def test_import_writes_a_run_folder_and_names_what_it_read(small: dict, imported
     assert {(p["stage"], p["part"], p["official"], p["flag"]) for p in record["parts"]} == {
         (1, "conditioner+generator", "STAGE1_G", "NETG (its STAGE1_G.*)"), (1, "discriminator", "STAGE1_D", "--stage1-netD"),
         (2, "conditioner+generator", "STAGE2_G", "NETG"), (2, "discriminator", "STAGE2_D", "--netD")}
+    assert any("legacy" in n for n in record["files"][str(small["files"]["netG"])]["notes"])
     netd = record["files"][str(small["files"]["netD"])]
     assert any("module." in n for n in netd["notes"]) and any("legacy" in n for n in netd["notes"])
     # the state dict holds the official tensors under ganstack's names

@@ -131,9 +131,10 @@ def _sub(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _bn_eval(x: Tensor, s: dict[str, Tensor], p: str) -> Tensor:
-    return F.batch_norm(x, s[f"{p}.running_mean"], s[f"{p}.running_var"], s[f"{p}.weight"], s[f"{p}.bias"],
-                        training=False, eps=1e-5)
+def _bn_eval(x: Tensor, s: dict[str, Tensor], p: str, train: bool = False) -> Tensor:
+    """BatchNorm on the running statistics, or with ``train`` on the batch's own (running ones untouched)."""
+    return F.batch_norm(x, s[f"{p}.running_mean"].clone(), s[f"{p}.running_var"].clone(), s[f"{p}.weight"],
+                        s[f"{p}.bias"], training=train, eps=1e-5)
 
 
 def _ca(s: dict[str, Tensor], text: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
@@ -142,37 +143,38 @@ def _ca(s: dict[str, Tensor], text: Tensor, eps: Tensor) -> tuple[Tensor, Tensor
     return eps * torch.exp(0.5 * logvar) + mu, mu
 
 
-def _up(x: Tensor, s: dict[str, Tensor], p: str) -> Tensor:
+def _up(x: Tensor, s: dict[str, Tensor], p: str, train: bool) -> Tensor:
     x = F.interpolate(x, scale_factor=2, mode="nearest")
-    return F.relu(_bn_eval(F.conv2d(x, s[f"{p}.1.weight"], padding=1), s, f"{p}.2"))
+    return F.relu(_bn_eval(F.conv2d(x, s[f"{p}.1.weight"], padding=1), s, f"{p}.2", train))
 
 
-def official_stage1_g(s: dict[str, Tensor], text: Tensor, z: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+def official_stage1_g(s: dict[str, Tensor], text: Tensor, z: Tensor, eps: Tensor, *,
+                      train: bool = False) -> tuple[Tensor, Tensor]:
     c, mu = _ca(s, text, eps)
-    h = F.relu(_bn_eval(F.linear(torch.cat([z, c], 1), s["fc.0.weight"]), s, "fc.1"))
+    h = F.relu(_bn_eval(F.linear(torch.cat([z, c], 1), s["fc.0.weight"]), s, "fc.1", train))
     h = h.view(h.shape[0], -1, 4, 4)
     for k in range(1, 5):
-        h = _up(h, s, f"upsample{k}")
+        h = _up(h, s, f"upsample{k}", train)
     return torch.tanh(F.conv2d(h, s["img.0.weight"], padding=1)), mu
 
 
-def official_stage2_g(s: dict[str, Tensor], text: Tensor, z: Tensor, eps1: Tensor,
-                      eps2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    low, mu1 = official_stage1_g(_sub(s, "STAGE1_G."), text, z, eps1)
+def official_stage2_g(s: dict[str, Tensor], text: Tensor, z: Tensor, eps1: Tensor, eps2: Tensor, *,
+                      train: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    low, mu1 = official_stage1_g(_sub(s, "STAGE1_G."), text, z, eps1, train=train)
     h = F.relu(F.conv2d(low, s["encoder.0.weight"], padding=1))
-    h = F.relu(_bn_eval(F.conv2d(h, s["encoder.2.weight"], stride=2, padding=1), s, "encoder.3"))
-    h = F.relu(_bn_eval(F.conv2d(h, s["encoder.5.weight"], stride=2, padding=1), s, "encoder.6"))
+    h = F.relu(_bn_eval(F.conv2d(h, s["encoder.2.weight"], stride=2, padding=1), s, "encoder.3", train))
+    h = F.relu(_bn_eval(F.conv2d(h, s["encoder.5.weight"], stride=2, padding=1), s, "encoder.6", train))
     c, mu2 = _ca(s, text, eps2)
     h = torch.cat([h, c[:, :, None, None].repeat(1, 1, 16, 16)], 1)
-    h = F.relu(_bn_eval(F.conv2d(h, s["hr_joint.0.weight"], padding=1), s, "hr_joint.1"))
+    h = F.relu(_bn_eval(F.conv2d(h, s["hr_joint.0.weight"], padding=1), s, "hr_joint.1", train))
     i = 0
     while f"residual.{i}.block.0.weight" in s:
         p = f"residual.{i}.block"
-        y = F.relu(_bn_eval(F.conv2d(h, s[f"{p}.0.weight"], padding=1), s, f"{p}.1"))
-        h = F.relu(h + _bn_eval(F.conv2d(y, s[f"{p}.3.weight"], padding=1), s, f"{p}.4"))
+        y = F.relu(_bn_eval(F.conv2d(h, s[f"{p}.0.weight"], padding=1), s, f"{p}.1", train))
+        h = F.relu(h + _bn_eval(F.conv2d(y, s[f"{p}.3.weight"], padding=1), s, f"{p}.4", train))
         i += 1
     for k in range(1, 5):
-        h = _up(h, s, f"upsample{k}")
+        h = _up(h, s, f"upsample{k}", train)
     return low, torch.tanh(F.conv2d(h, s["img.0.weight"], padding=1)), mu1, mu2
 
 
@@ -386,6 +388,20 @@ def test_imported_stage2_run_draws_the_official_images(small: dict, imported: Pa
     assert (samples.images[1] - high).abs().max() < 1e-5
     other = model.generate(embeddings=text, z=z, ca_eps=[eps1, -eps2])  # eps2 matters
     assert (other.images[1] - high).abs().max() > 1e-2 and (other.images[0] - low).abs().max() < 1e-5
+
+
+def test_in_training_mode_too_the_generators_compute_the_official_functions(small: dict, imported: Path) -> None:
+    """With BatchNorm on batch statistics (the official Stage-II trainer runs its Stage-I so)."""
+    import ganstack
+
+    text, z, eps1, eps2 = _inputs(4, seed=8)
+    model = ganstack.load(imported, device="cpu")
+    model.stack.train()
+    low, high = model.generate(embeddings=text, z=z, ca_eps=[eps1, eps2]).images
+    want_low, want_high, _, _ = official_stage2_g(small["g2"], text, z, eps1, eps2, train=True)
+    assert (low - want_low).abs().max() < 1e-5 and (high - want_high).abs().max() < 1e-5
+    eval_low = official_stage2_g(small["g2"], text, z, eps1, eps2)[0]
+    assert (low - eval_low).abs().max() > 1e-2  # the modes differ, so the check tells them apart
 
 
 def test_imported_discriminators_give_the_official_logits(small: dict, imported: Path) -> None:

@@ -233,8 +233,8 @@ def disagreements(part: Part, resolved: ResolvedRecipe, text_dim: int, resolutio
             check("generator.ngf", ngf, opt(gen, "ngf"), "{} channels after its first conv", f"ngf: {ngf}")
             check("generator.residual_blocks", blocks, opt(gen, "residual_blocks"), "{} residual blocks",
                   f"residual_blocks: {blocks}")
-            check("generator.scale", 1 << (ups - 2), opt(gen, "scale"), "an up-scaling of {}",
-                  f"scale: {1 << (ups - 2)}")
+            scale = 1 << max(ups - 2, 0)  # two of its up blocks undo the encoder's two down blocks
+            check("generator.scale", scale, opt(gen, "scale"), "an up-scaling of {}", f"scale: {scale}")
             check("generator.input", "image", opt(gen, "input"), "'{}' input", "input: image")
     else:
         ndf = int(_shape(s, "encode_img.0.weight", f, g)[0])

@@ -54,12 +54,16 @@ class TextToImage:
 
     @torch.no_grad()
     def generate(self, texts: Sequence[str] | None = None, *, n: int = 1, seed: int = 0,
-                 embeddings: Tensor | np.ndarray | None = None) -> Samples:
+                 embeddings: Tensor | np.ndarray | None = None, z: Tensor | np.ndarray | None = None,
+                 ca_eps: Sequence[Tensor | np.ndarray | None] | None = None) -> Samples:
         """``n`` images per sentence from every stage. Sample ``i`` of every caption draws its noise and
         its CA samples from seed ``seed + i`` alone, whatever else is in the batch.
 
         ``embeddings`` (one row per caption) replaces ``texts`` for encoders that cannot read new
-        sentences (``precomputed``).
+        sentences (``precomputed``). ``z`` (``[captions * n, noise_dim]``, caption-major like the
+        images) and ``ca_eps`` (one ``[captions * n, condition_dim]`` per stage, or None for a stage
+        to keep its seeded draw) replace the seeded noise, to reproduce another implementation's
+        images from the same noise.
         """
         if embeddings is not None:
             text = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32, device=self.device)
@@ -70,11 +74,33 @@ class TextToImage:
                 raise UserError("no text to draw from", fix="give --text \"a sentence\" or --captions FILE")
             text = self.encode(captions)
         seeds = [seed + i for i in range(n)]
+        given_z = z
         z, eps = self._noise(seeds)
         k = len(captions)
-        outs = self.stack.generate(text.repeat_interleave(n, dim=0), z.repeat(k, 1),
-                                   eps=[e.repeat(k, 1) for e in eps])
+        z_all, eps_all = self._explicit_noise(z.repeat(k, 1), [e.repeat(k, 1) for e in eps], given_z, ca_eps)
+        outs = self.stack.generate(text.repeat_interleave(n, dim=0), z_all, eps=eps_all)
         return Samples(captions, n, seeds, [out.image.float().cpu() for _c, out in outs])
+
+    def _explicit_noise(self, z: Tensor, eps: list[Tensor], given_z: Tensor | np.ndarray | None,
+                        given_eps: Sequence[Tensor | np.ndarray | None] | None) -> tuple[Tensor, list[Tensor]]:
+        """The seeded ``z``/``eps`` with the caller's explicit noise put in, each checked for its shape."""
+        def take(value: Tensor | np.ndarray, like: Tensor, name: str) -> Tensor:
+            tensor = torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value)
+            if tuple(tensor.shape) != tuple(like.shape):
+                raise UserError(f"{name} has shape {tuple(tensor.shape)}; this stack needs {tuple(like.shape)} "
+                                "(one row per caption and sample, caption-major)",
+                                fix=f"give {name} of shape {tuple(like.shape)}")
+            return tensor.to(device=like.device, dtype=like.dtype)
+
+        if given_z is not None:
+            z = take(given_z, z, "z")
+        if given_eps is not None:
+            if len(given_eps) != len(eps):
+                raise UserError(f"ca_eps has {len(given_eps)} entries for a stack of {len(eps)} stages",
+                                fix="give one entry per stage (None keeps that stage's seeded draw)")
+            eps = [e if g is None else take(g, e, f"ca_eps[{j}]")
+                   for j, (e, g) in enumerate(zip(eps, given_eps, strict=True))]
+        return z, eps
 
     def _noise(self, seeds: Sequence[int]) -> tuple[Tensor, list[Tensor]]:
         """Noise z and each stage's CA noise, one row per seed, each row from its own seed."""

@@ -1,0 +1,1 @@
+"""Importers of the authors' released files: official checkpoints as ganstack run folders."""

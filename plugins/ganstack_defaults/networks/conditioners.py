@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ganstack.interfaces import Condition, StageContext
-from ganstack_defaults.networks.blocks import LEAK, init_weights
+from ganstack_defaults.networks.blocks import LEAK, init_weights, orthogonal_init
 
 CA_ACTIVATIONS = ("relu", "leaky_relu", "glu")
 
@@ -24,12 +24,15 @@ class CAOptions:
 
     ``condition_dim``: size of ``c`` (128 in the paper); ``activation``: what follows the linear
     layer that gives the mean and log-variance: ``relu`` (PyTorch port), ``leaky_relu`` (TensorFlow
-    code) or ``glu`` (StackGAN-v2)
+    code) or ``glu`` (StackGAN-v2); ``init``: the weights' starting values, ``normal`` (N(0, 0.02), StackGAN)
+    or ``orthogonal`` (StackGAN-v2)
     """
 
     condition_dim: int = attrs.field(default=128, validator=attrs.validators.ge(1))
     activation: Literal["relu", "leaky_relu", "glu"] = attrs.field(
         default="relu", validator=attrs.validators.in_(CA_ACTIVATIONS))
+    init: Literal["normal", "orthogonal"] = attrs.field(
+        default="normal", validator=attrs.validators.in_(("normal", "orthogonal")))
 
 
 class ConditioningAugmentation(nn.Module):
@@ -103,7 +106,8 @@ class LinearConditioner(nn.Module):
 
 def build_ca(options: CAOptions, ctx: StageContext) -> ConditioningAugmentation:
     """Conditioning Augmentation: c = mu + sigma * eps from the text embedding (StackGAN)."""
-    return init_weights(ConditioningAugmentation(ctx.text_dim, options))
+    init = orthogonal_init if options.init == "orthogonal" else init_weights
+    return init(ConditioningAugmentation(ctx.text_dim, options))
 
 
 def build_identity(options: attrs.AttrsInstance, ctx: StageContext) -> IdentityConditioner:

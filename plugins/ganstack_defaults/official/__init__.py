@@ -1,0 +1,1 @@
+"""Importers of the authors' files: official checkpoints become ganstack run folders."""

@@ -41,5 +41,5 @@ def register_builtins(registry: Registry) -> None:
     except PackageNotFoundError:  # a source tree that is not installed
         ours = None
     registry.add(Entry("conditioner", SHARED, _resolved_by_builder, SharedConditionerOptions,
-                       "an earlier stage's conditioner, the same module: one sample and one KL term for "
-                       "both (StackGAN-v2)", "ganstack", "ganstack", ours))
+                       "an earlier stage's conditioner, the same module: one sample and one KL term for all "
+                       "the stages sharing it (StackGAN-v2)", "ganstack", "ganstack", ours))

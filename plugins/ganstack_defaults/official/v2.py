@@ -30,7 +30,13 @@ _SHOWN = 6  # disagreeing entries named in a refusal
 
 @attrs.define(frozen=True, kw_only=True)
 class V2ImportOptions:
-    """The command line of ``ganstack import stackgan-v2``."""
+    """The command line of ``ganstack import stackgan-v2`` (each field is a flag).
+
+    ``netg``: the official generator file (netG_N.pth: G_NET, the CA and every branch); ``recipe``: a
+    StackGAN-v2 recipe of the file's sizes (recipes/stackgan_v2_cub.yaml); ``out``: the run folder to
+    write; ``netd0``: the first branch's discriminator file (netD0.pth, optional); ``netd1``: the
+    second's (netD1.pth); ``netd2``: the third's (netD2.pth)
+    """
 
     netg: str = attrs.field(metadata={"positional": True,
                                       "doc": "the official generator file (netG_N.pth: G_NET, all branches)"})

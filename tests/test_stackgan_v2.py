@@ -386,9 +386,9 @@ def test_v2_discriminator_loss_is_the_official_six_term_sum(tmp_path: Path) -> N
             "d_wrong_uncond": bce(probs["wrong"][1], ones), "d_fake_uncond": bce(probs["fake"][1], zeros)}
     assert set(terms) == set(want)
     for name in want:
-        assert abs(float(terms[name]) - float(want[name])) < 1e-5, name
+        assert abs(float(terms[name].detach()) - float(want[name])) < 1e-5, name
     err_d = sum(want.values())  # errD_real + errD_wrong + errD_fake, each with its unconditional part
-    assert abs(float(sum(terms.values())) - float(err_d)) < 1e-5
+    assert abs(float(sum(terms.values()).detach()) - float(err_d)) < 1e-5
     sum(terms.values()).backward()
     assert mu.grad is None  # D's phase never reaches the CA
 
@@ -436,3 +436,40 @@ def test_weights_start_orthogonal(tmp_path: Path) -> None:
         m = w.detach().flatten(1)
         gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
         assert torch.allclose(gram, torch.eye(gram.shape[0]), atol=1e-5)
+
+
+def test_v2_components_are_registered_and_meet_their_protocols() -> None:
+    from ganstack.components.loader import load_plugins
+    from ganstack.interfaces import Discriminator, GeneratorStage, StageContext
+
+    registry = load_plugins().registry
+    names = {(e.kind, e.name) for e in registry.entries() if e.plugin == "stackgan-v2" and e.summary}
+    assert names == {("generator_stage", "stackgan-v2-stage1"), ("generator_stage", "stackgan-v2-next"),
+                     ("discriminator", "stackgan-v2")}
+    assert registry.get("loss", "stackgan-v2").summary and registry.get("importer", "stackgan-v2").summary
+    assert registry.get("conditioner", "shared").plugin == "ganstack"
+    base = StageContext(index=0, num_stages=2, text_dim=T, noise_dim=Z, cond_dim=EF)
+    first = registry.get("generator_stage", "stackgan-v2-stage1")
+    g1 = first.factory(first.options(gf_dim=2), base)
+    nxt = registry.get("generator_stage", "stackgan-v2-next")
+    g2 = nxt.factory(nxt.options(), StageContext(index=1, num_stages=2, text_dim=T, noise_dim=Z, cond_dim=EF,
+                                                 in_size=64, in_feature_channels=g1.feature_channels))
+    disc = registry.get("discriminator", "stackgan-v2")
+    d = disc.factory(disc.options(df_dim=2), StageContext(index=1, num_stages=2, text_dim=T, noise_dim=Z,
+                                                          cond_dim=EF, image_size=128))
+    assert isinstance(g1, GeneratorStage) and isinstance(g2, GeneratorStage) and isinstance(d, Discriminator)
+    assert (g1.out_size, g2.out_size, g2.feature_channels) == (64, 128, 1)
+
+
+def test_v2_stage_order_and_sizes_are_checked(cli, tmp_path: Path) -> None:
+    data = yaml.safe_load(reduced_recipe(tmp_path).read_text())
+    data["stages"][1]["generator"] = {"type": "stackgan-v2-stage1", "gf_dim": 4}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    code, _out, err = cli("check", bad, "--params")
+    assert code == 2 and "stages[1].generator" in err and "must be the first stage" in err
+    data = yaml.safe_load(reduced_recipe(tmp_path).read_text())
+    data["stages"][0]["generator"]["out_size"] = 32
+    bad.write_text(yaml.safe_dump(data))
+    code, _out, err = cli("check", bad, "--params")
+    assert code == 2 and "stages[0].discriminator" in err and "64 * 2**k" in err

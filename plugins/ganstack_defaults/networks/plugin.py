@@ -22,14 +22,6 @@ from ganstack_defaults.networks.discriminators import (
     build_projection,
 )
 from ganstack_defaults.networks.generators import RefinerOptions, Stage1Options, build_refiner, build_stage1
-from ganstack_defaults.networks.stackgan_v2 import (
-    FirstBranchOptions,
-    NextBranchOptions,
-    V2DiscriminatorOptions,
-    build_first_branch,
-    build_next_branch,
-    build_v2_discriminator,
-)
 
 
 @hookimpl
@@ -47,12 +39,6 @@ def register_components(register: Register) -> None:
     register("generator_stage", "stackgan-refiner", build_refiner, options=RefinerOptions,
              summary="StackGAN Stage-II refiner: previous image (or features) and condition to a larger "
                      "image")
-    register("generator_stage", "stackgan-v2-stage1", build_first_branch, options=FirstBranchOptions,
-             summary="StackGAN-v2's first branch: condition and noise to a 64x64 image through GLU up blocks")
-    register("generator_stage", "stackgan-v2-next", build_next_branch, options=NextBranchOptions,
-             summary="StackGAN-v2's next branch: the previous features and the condition to twice the size")
-    register("discriminator", "stackgan-v2", build_v2_discriminator, options=V2DiscriminatorOptions,
-             summary="StackGAN-v2's discriminator for 64/128/256 images: conditional and unconditional logits")
     register("discriminator", "matching-aware", build_matching_aware, options=MatchingAwareOptions,
              summary="StackGAN matching-aware discriminator: conditional and optional unconditional logit")
     register("discriminator", "projection", build_projection, options=ProjectionOptions,

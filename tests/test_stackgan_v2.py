@@ -21,8 +21,10 @@ import yaml
 
 import ganstack
 from ganstack.build.stack import build_stack
+from ganstack.hookspecs import hookimpl
 from ganstack.interfaces import Condition, LossContext, StepState
 from ganstack.recipe.resolve import load_recipe
+from ganstack.testing import registered_plugin
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "stackgan_v2_cub.yaml"
@@ -165,10 +167,12 @@ def reference_d(sd: dict, image: torch.Tensor, c: torch.Tensor, ef: int = EF) ->
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def reduced_recipe(tmp_path: Path, gf: int = GF, df: int = DF) -> Path:
-    """The shipped recipe with only its widths reduced (and the data folder pointed nowhere in particular)."""
+def reduced_recipe(tmp_path: Path, gf: int = GF, df: int = DF, text: int = T, data_root: Path | None = None) -> Path:
+    """The shipped recipe with only its widths reduced (and its data folder moved)."""
     data = yaml.safe_load(RECIPE.read_text())
-    data["text_encoder"]["dim"] = T
+    data["text_encoder"]["dim"] = text
+    if data_root is not None:
+        data["dataset"]["root"] = str(data_root)
     data["noise_dim"] = Z
     data["stages"][0]["conditioner"]["condition_dim"] = EF
     data["stages"][0]["generator"]["gf_dim"] = gf
@@ -268,6 +272,37 @@ def test_sample_and_eval_accept_the_imported_run(cli, official_files: dict[str, 
     code, _out, err = cli("sample", out, "--embeddings", emb, "--out", tmp_path / "samples")
     assert code == 0, err
     assert len(list((tmp_path / "samples").rglob("*.png"))) >= 6  # two captions, three stages
+
+
+class PixelMean:
+    """A metric that only draws: the images of two test captions, and how many stages drew them."""
+
+    def evaluate(self, source, n: int) -> dict[str, float]:
+        data = source.dataset("test")
+        images = source.generate([data[i]["caption"] for i in range(2)])
+        return {"stages": float(len(images)), "side": float(images[-1].shape[-1])}
+
+
+class PixelMeanPlugin:
+    @hookimpl
+    def register_components(self, register) -> None:
+        register("metric", "pixel-mean", lambda options, ctx: PixelMean())
+
+
+def test_eval_accepts_the_imported_run(cli, tmp_path: Path) -> None:
+    from test_datasets_stackgan import _embeddings, _layout
+
+    birds = _layout(tmp_path / "birds", split="test")
+    dim = int(np.asarray(_embeddings(1)).shape[-1])
+    g = _save(official_g(text=dim), tmp_path / "netG_5.pth")
+    out = tmp_path / "run"
+    assert cli("import", "stackgan-v2", g, "--recipe", reduced_recipe(tmp_path, text=dim, data_root=birds),
+               "--out", out)[0] == 0
+    with registered_plugin(PixelMeanPlugin(), "pixel-mean"):
+        code, _out, err = cli("eval", out, "--metric", "pixel-mean", "--n", 2, "--device", "cpu")
+    assert code == 0, err
+    results = json.loads((out / "eval.json").read_text())
+    assert results["step"] == 5 and results["results"] == {"pixel-mean/stages": 3.0, "pixel-mean/side": 256.0}
 
 
 def test_missing_discriminators_keep_init_and_are_named(cli, official_files: dict[str, Path],

@@ -335,6 +335,9 @@ def test_discriminator_of_other_widths_is_refused(cli, official_files: dict[str,
                           "--out", tmp_path / "run", "--netD1", bad)
     assert code == 2 and "--netD1" in err and "img_code_s16.0.weight is (4, 3, 4, 4) in the file" in err
     assert "df_dim 4" in err
+    code, _out, err = cli("import", "stackgan-v2", official_files["d0"], "--recipe", reduced_recipe(tmp_path),
+                          "--out", tmp_path / "run")
+    assert code == 2 and "discriminator file (D_NET), given as the generator" in err
 
 
 def test_v1_file_is_refused_as_v1(cli, tmp_path: Path) -> None:

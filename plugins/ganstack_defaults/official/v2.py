@@ -189,15 +189,25 @@ def _looks_like_v1(keys: dict[str, Tensor]) -> bool:
         ("fc.0.weight" in keys and "h_net1.fc.0.weight" not in keys)
 
 
-def _refuse(path: str, flag: str, recipe: str, problems: list[str], fit: str, v1: bool) -> CheckpointError:
+def _refuse(path: str, flag: str, recipe: str, problems: list[str], keys: dict[str, Tensor]) -> CheckpointError:
+    """One paragraph: which entries disagree, and what the file is or which recipe values would fit it."""
+    fit = _generator_fit(keys) if flag == "NETG" else _discriminator_fit(keys)
     shown = "; ".join(problems[:_SHOWN]) + (f"; and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else "")
-    if v1:
+    if _looks_like_v1(keys):
         return CheckpointError(f"this is a StackGAN-v1 (StackGAN-Pytorch) file, not a StackGAN-v2 one: {shown}",
                                file=path, path=flag,
                                fix="import it with the StackGAN-v1 importer (`ganstack import` lists the importers) "
                                "and a v1 recipe, or give the netG_N.pth / netD*.pth of a StackGAN-v2 run")
-    fix = (f"the file fits {fit}: set these in the recipe (or with --set in `ganstack check`) and import again"
-           if fit else "give a StackGAN-v2 file of this recipe's sizes")
+    generator_file = any(k.startswith("h_net1.") for k in keys)
+    if flag.startswith("--netD") and generator_file:
+        return CheckpointError(f"this is a generator file (G_NET), given as a discriminator: {shown}", file=path,
+                               path=flag, fix="give netG_N.pth as NETG and the netD0/1/2.pth files as --netD0/1/2")
+    if flag == "NETG" and any(k.startswith("img_code_s16.") for k in keys):
+        return CheckpointError(f"this is a discriminator file (D_NET), given as the generator: {shown}", file=path,
+                               path=flag, fix="give netG_N.pth as NETG and the netD0/1/2.pth files as --netD0/1/2")
+    fix = (f"the file was built with {fit}: write these values in the recipe (a recipe with `base:` naming it "
+           f"and only the changed keys will do) and import again" if fit
+           else "give a StackGAN-v2 file of this recipe's sizes")
     return CheckpointError(f"the file does not fit the stack of {recipe}: {shown}", file=path, path=flag, fix=fix)
 
 
@@ -240,24 +250,24 @@ def import_stackgan_v2(options: V2ImportOptions, ctx: ImportContext) -> None:
     if (out / "checkpoints" / "last.pt").exists():
         raise CheckpointError("this run folder already holds a checkpoint", file=str(out / "checkpoints" / "last.pt"),
                               path="--out", fix="choose a new --out folder, or delete that one first")
+    given_d = (options.netd0, options.netd1, options.netd2)
+    read = {"NETG": read_state_dict(options.netg, "NETG")}  # unreadable files fail before the slow build
+    read |= {f"--netD{i}": read_state_dict(p, f"--netD{i}") for i, p in enumerate(given_d) if p}
     resolved = load_recipe(options.recipe)
     stack = build_stack(resolved)
     _check_recipe_is_v2(stack, options.recipe)
 
-    files: list[tuple[str, str, dict[str, Tensor], dict[str, tuple[nn.Module, str]]]] = []
-    netg = read_state_dict(options.netg, "NETG")
-    files.append(("NETG", options.netg, netg, _generator_targets(stack)))
+    files = [("NETG", options.netg, read["NETG"], _generator_targets(stack))]
     left: list[str] = []
-    for i, given in enumerate((options.netd0, options.netd1, options.netd2)):
+    for i, given in enumerate(given_d):
         flag = f"--netD{i}"
         if given and i >= len(stack.stages):
             raise CheckpointError(f"the recipe has {len(stack.stages)} stage(s), so it has no discriminator for "
                                   f"{flag}", file=given, path=flag, fix=f"leave out {flag}, or use a recipe of "
                                   f"{i + 1} or more stages")
         if given:
-            files.append((flag, given, read_state_dict(given, flag),
-                          {"": (stack.stages[i].discriminator, ""),
-                           "uncond_logits.": (stack.stages[i].discriminator.uncond_logits_head, "")}))
+            d = stack.stages[i].discriminator
+            files.append((flag, given, read[flag], {"": (d, ""), "uncond_logits.": (d.uncond_logits_head, "")}))
         elif i < len(stack.stages):
             left.append(f"{stack.stages[i].stage_name} discriminator ({flag})")
     left += [f"{stack.stages[i].stage_name} discriminator" for i in range(3, len(stack.stages))]
@@ -265,8 +275,7 @@ def import_stackgan_v2(options: V2ImportOptions, ctx: ImportContext) -> None:
     for flag, path, keys, targets in files:
         problems = _disagreements(keys, targets)
         if problems:
-            fit = _generator_fit(keys) if flag == "NETG" else _discriminator_fit(keys)
-            raise _refuse(path, flag, options.recipe, problems, fit, _looks_like_v1(keys))
+            raise _refuse(path, flag, options.recipe, problems, keys)
     for _flag, _path, keys, targets in files:
         _load(keys, targets)
 

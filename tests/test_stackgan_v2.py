@@ -9,6 +9,7 @@ official-layout files through ``ganstack import stackgan-v2``, and compared with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 from pathlib import Path
@@ -183,21 +184,33 @@ def reduced_recipe(tmp_path: Path, gf: int = GF, df: int = DF, text: int = T, da
     return path
 
 
+def _rebuild_v1(tensor: torch.Tensor, _protocol: int) -> tuple:
+    """How PyTorch 0.3 pickled a tensor: ``torch._utils._rebuild_tensor(storage, offset, size, stride)``."""
+    return torch._utils._rebuild_tensor, (tensor.storage(), tensor.storage_offset(), tuple(tensor.size()),
+                                          tensor.stride())
+
+
 def _save(sd: dict, path: Path, *, legacy: bool = False, data_parallel: bool = False,
-          old_torch: bool = False) -> Path:
-    """Write a state dict as the official code did: legacy pickle (PyTorch 0.4), ``module.`` keys."""
-    sd = {k: v for k, v in sd.items() if not (old_torch and k.endswith("num_batches_tracked"))}
+          old_torch: bool = False, torch03: bool = False) -> Path:
+    """Write a state dict as the official code did: a legacy (non-zip) pickle, without the
+    ``num_batches_tracked`` of PyTorch >= 0.4.1 (``old_torch``), with 0.3's tensor records (``torch03``),
+    with ``module.`` keys (``data_parallel``)."""
+    from collections import OrderedDict
+    from unittest import mock
+
+    sd = {k: v for k, v in sd.items() if not ((old_torch or torch03) and k.endswith("num_batches_tracked"))}
     if data_parallel:
         sd = {f"module.{k}": v for k, v in sd.items()}
-    from collections import OrderedDict
-
-    torch.save(OrderedDict(sd), path, _use_new_zipfile_serialization=not legacy)
+    with mock.patch.object(torch.Tensor, "__reduce_ex__", _rebuild_v1) if torch03 else contextlib.nullcontext():
+        torch.save(OrderedDict(sd), path, _use_new_zipfile_serialization=not (legacy or torch03))
+    if torch03:
+        assert b"_rebuild_tensor\n" in path.read_bytes()
     return path
 
 
 @pytest.fixture
 def official_files(tmp_path: Path) -> dict[str, Path]:
-    return {"g": _save(official_g(), tmp_path / "netG_210000.pth", legacy=True, data_parallel=True, old_torch=True),
+    return {"g": _save(official_g(), tmp_path / "netG_210000.pth", data_parallel=True, torch03=True),
             "d0": _save(official_d(64), tmp_path / "netD0.pth"),
             "d1": _save(official_d(128, seed=2), tmp_path / "netD1.pth", legacy=True, old_torch=True),
             "d2": _save(official_d(256, seed=3), tmp_path / "netD2.pth", data_parallel=True)}

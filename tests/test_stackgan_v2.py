@@ -524,3 +524,20 @@ def test_v2_stage_order_and_sizes_are_checked(cli, tmp_path: Path) -> None:
     bad.write_text(yaml.safe_dump(data))
     code, _out, err = cli("check", bad, "--params")
     assert code == 2 and "stages[0].discriminator" in err and "64 * 2**k" in err
+
+
+def test_v2_loss_without_wrong_images_or_unconditional_terms(tmp_path: Path) -> None:
+    from ganstack.errors import UserError
+    from ganstack_defaults.losses.stackgan_v2 import StackGANv2Loss, V2LossOptions
+
+    _stack, stage, real, wrong, fake, _mu, cond = _loss_setup(tmp_path)
+    d = stage.discriminator.eval()
+    no_wrong = StepState(stage=1, phase="d", discriminator=d, real=real, fake=fake, condition=cond,
+                         text=torch.zeros(4, T))
+    with pytest.raises(UserError, match="real image of another class"):
+        stage.losses[0].d_terms(no_wrong)
+    plain = StackGANv2Loss(V2LossOptions(uncond_weight=0.0), LossContext(index=1, num_stages=3))
+    step = StepState(stage=1, phase="d", discriminator=d, real=real, fake=fake, condition=cond,
+                     text=torch.zeros(4, T), wrong_real=wrong)
+    assert set(plain.d_terms(step)) == {"d_real", "d_wrong", "d_fake"}
+    assert set(plain.g_terms(step)) == {"g_fake"}

@@ -333,6 +333,22 @@ def test_missing_discriminators_keep_init_and_are_named(cli, official_files: dic
     assert torch.allclose(kept @ kept.T, torch.eye(kept.shape[0]), atol=1e-5)
 
 
+def test_generator_of_fewer_branches_fills_the_first_stages(cli, tmp_path: Path) -> None:
+    two = _save(official_g(branches=2), tmp_path / "netG_2.pth")
+    out = tmp_path / "run"
+    code, stdout, err = cli("import", "stackgan-v2", two, "--recipe", reduced_recipe(tmp_path), "--out", out)
+    assert code == 0, err
+    assert "stage3 generator (NETG has no h_net3)" in stdout.split("initial weights")[-1]
+    stack = ganstack.load(out, device="cpu").stack
+    gen = torch.Generator().manual_seed(6)
+    text, z, eps = torch.randn(2, T, generator=gen), torch.randn(2, Z, generator=gen), torch.randn(2, EF, generator=gen)
+    want, _mu, _logvar = reference_g(official_g(branches=2), text, z, eps)
+    with torch.no_grad():
+        got = stack.generate(text, z, eps=[eps, None, None])
+    assert len(want) == 2 and all((g[1].image - w).abs().max() < 1e-5 for g, w in zip(got, want, strict=False))
+    assert got[2][1].image.shape == (2, 3, 256, 256)
+
+
 def test_file_of_other_widths_is_refused_with_what_would_fit(cli, tmp_path: Path) -> None:
     wide = _save(official_g(gf=8), tmp_path / "netG_wide.pth")
     code, _out, err = cli("import", "stackgan-v2", wide, "--recipe", reduced_recipe(tmp_path), "--out", tmp_path / "run")

@@ -235,6 +235,20 @@ def _check_recipe_is_v2(stack: nn.Module, recipe: str) -> None:
                           path="stages[0].conditioner", fix="write conditioner: {type: ca, activation: glu}")
 
 
+def _branches_in_file(netg: dict[str, Tensor], stack: nn.Module) -> tuple[dict[str, tuple[nn.Module, str]], list[str]]:
+    """The generator targets the file fills, and the later stages it has no branch for (a G_NET of a
+    run with fewer branches than the recipe): those keep ganstack's init."""
+    targets = _generator_targets(stack)
+    left: list[str] = []
+    n = len(stack.stages)
+    has = [any(k.startswith((f"h_net{b}.", f"img_net{b}.")) for k in netg) for b in range(1, n + 1)]
+    last = max((b for b in range(n) if has[b]), default=0)
+    for b in range(last + 1, n):  # trailing branches only; a gap is a file of another layout
+        del targets[f"h_net{b + 1}."], targets[f"img_net{b + 1}."]
+        left.append(f"{stack.stages[b].stage_name} generator (NETG has no h_net{b + 1})")
+    return targets, left
+
+
 def _step_of(netg: str) -> int:
     match = re.search(r"netG_(\d+)\.pth$", Path(netg).name)
     return int(match.group(1)) if match else 0
@@ -257,8 +271,8 @@ def import_stackgan_v2(options: V2ImportOptions, ctx: ImportContext) -> None:
     stack = build_stack(resolved)
     _check_recipe_is_v2(stack, options.recipe)
 
-    files = [("NETG", options.netg, read["NETG"], _generator_targets(stack))]
-    left: list[str] = []
+    targets, left = _branches_in_file(read["NETG"], stack)
+    files = [("NETG", options.netg, read["NETG"], targets)]
     for i, given in enumerate(given_d):
         flag = f"--netD{i}"
         if given and i >= len(stack.stages):

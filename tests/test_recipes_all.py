@@ -46,7 +46,9 @@ def _reduced(cli, recipe: Path, birds: Path) -> list[str]:
     sets = ["training.schedule=joint", "training.batch_size=2", "training.num_workers=0", "training.device=cpu",
             "output.sample_count=2", "output.log_every=1"]
     for i, stage in enumerate(data["stages"]):
-        sets += [f"stages.{i}.generator.ngf=8", f"stages.{i}.discriminator.ndf=4"]
+        widths = {"ngf": 8, "gf_dim": 4}  # stackgan-v2 halves 16 * gf_dim channels six times
+        sets += [f"stages.{i}.generator.{key}={w}" for key, w in widths.items() if key in stage["generator"]]
+        sets += [f"stages.{i}.discriminator.{key}=4" for key in ("ndf", "df_dim") if key in stage["discriminator"]]
         if "condition_dim" in stage["conditioner"]:
             sets.append(f"stages.{i}.conditioner.condition_dim=8")
     kind = data["dataset"]["type"]

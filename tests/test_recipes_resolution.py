@@ -30,7 +30,8 @@ def test_base_merges_and_lists_replace(cli, tmp_path: Path) -> None:
     assert data["name"] == "child"
     assert data["training"]["batch_size"] == 4 and data["training"]["epochs"] == 1  # merged
     assert len(data["stages"]) == 1  # a list replaces a list
-    assert data["stages"][0]["conditioner"] == {"type": "ca", "condition_dim": 128, "activation": "relu"}
+    assert data["stages"][0]["conditioner"] == {"type": "ca", "condition_dim": 128, "activation": "relu",
+                                                  "init": "normal"}
 
 
 def test_set_overrides_with_yaml_types_and_indices(cli) -> None:

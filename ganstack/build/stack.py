@@ -8,6 +8,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from ganstack.components.shared import SharedConditionerOptions
 from ganstack.errors import PluginError, RecipeError, UserError
 from ganstack.interfaces import (
     Condition,
@@ -23,24 +24,33 @@ from ganstack.recipe.resolve import ResolvedRecipe, place_of
 
 
 class Stage(nn.Module):
-    """One stage: its conditioner, generator stage, discriminator and losses."""
+    """One stage: its conditioner, generator stage, discriminator and losses.
+
+    ``conditioner_source`` is the 0-based index of the stage that owns the conditioner: this
+    stage's own index, or an earlier one's when the recipe says ``conditioner: {type: shared}``
+    (then ``conditioner`` is that stage's module object).
+    """
 
     def __init__(self, conditioner: nn.Module, generator: nn.Module, discriminator: nn.Module,
-                 losses: list[nn.Module], name: str) -> None:
+                 losses: list[nn.Module], name: str, conditioner_source: int | None = None,
+                 index: int = 0) -> None:
         super().__init__()
         self.conditioner = conditioner
         self.generator = generator
         self.discriminator = discriminator
         self.losses = nn.ModuleList(losses)
         self.stage_name = name
+        self.conditioner_source = index if conditioner_source is None else conditioner_source
+        self.shares_conditioner = self.conditioner_source != index
 
     @property
     def resolution(self) -> int:
         return int(self.generator.out_size)
 
     def generator_parts(self) -> list[nn.Module]:
-        """What the stage's generator optimiser trains: its conditioner and generator."""
-        return [self.conditioner, self.generator]
+        """What the stage's generator optimiser trains: its generator and the conditioner it owns
+        (a shared conditioner belongs to the stage that owns it, so each parameter has one optimiser)."""
+        return [self.generator] if self.shares_conditioner else [self.conditioner, self.generator]
 
 
 class Stack(nn.Module):
@@ -56,16 +66,26 @@ class Stack(nn.Module):
     def resolutions(self) -> tuple[int, ...]:
         return tuple(s.resolution for s in self.stages)
 
+    def conditions(self, text: Tensor, *, upto: int | None = None,
+                   eps: list[Tensor | None] | None = None) -> list[Condition]:
+        """Each stage's condition for stages ``0..upto``: a shared conditioner runs once, at its owner,
+        and every stage sharing it gets that very :class:`Condition` (one sample, one KL term);
+        ``eps[k]`` of a sharing stage is not used."""
+        last = len(self.stages) - 1 if upto is None else upto
+        out: list[Condition] = []
+        for k in range(last + 1):
+            stage = self.stages[k]
+            source = stage.conditioner_source
+            out.append(out[source] if source != k else stage.conditioner(text, None if eps is None else eps[k]))
+        return out
+
     def generate(self, text: Tensor, z: Tensor, *, upto: int | None = None,
                  eps: list[Tensor | None] | None = None) -> list[tuple[Condition, StageOutput]]:
         """Run stages ``0..upto`` (all by default) on a text embedding and noise."""
-        last = len(self.stages) - 1 if upto is None else upto
         results: list[tuple[Condition, StageOutput]] = []
         prev: StageOutput | None = None
-        for k in range(last + 1):
-            stage = self.stages[k]
-            cond = stage.conditioner(text, None if eps is None else eps[k])
-            prev = stage.generator(z if k == 0 else None, cond, prev)
+        for k, cond in enumerate(self.conditions(text, upto=upto, eps=eps)):
+            prev = self.stages[k].generator(z if k == 0 else None, cond, prev)
             results.append((cond, prev))
         return results
 
@@ -112,6 +132,20 @@ def _component_at(resolved: ResolvedRecipe, path: str) -> Any:
     raise KeyError(path)
 
 
+def _conditioner_source(resolved: ResolvedRecipe, i: int) -> int:
+    """The stage whose conditioner stage ``i`` uses: ``i`` itself, or the one ``shared`` names."""
+    options = resolved.recipe.stages[i].conditioner.options
+    if not isinstance(options, SharedConditionerOptions):
+        return i
+    source = options.stage - 1
+    if source >= i:
+        raise RecipeError(f"stage {i + 1} shares the conditioner of stage {options.stage}, which is not an "
+                          f"earlier stage", file=resolved.file, path=f"stages[{i}].conditioner.stage",
+                          fix=f"name an earlier stage (1 to {i}), or give this stage its own conditioner"
+                          if i else "give the first stage its own conditioner (e.g. {type: ca})")
+    return _conditioner_source(resolved, source)
+
+
 def build_text_encoder(resolved: ResolvedRecipe, device: str = "cpu") -> nn.Module:
     return _build(resolved, "text_encoder", TextEncoderContext(device=device))
 
@@ -127,7 +161,9 @@ def build_stack(resolved: ResolvedRecipe, *, device: str = "cpu") -> Stack:
     n = len(recipe.stages)
     for i, spec in enumerate(recipe.stages):
         base = StageContext(index=i, num_stages=n, text_dim=text_dim, noise_dim=recipe.noise_dim)
-        conditioner = _build(resolved, f"stages[{i}].conditioner", base)
+        source = _conditioner_source(resolved, i)
+        conditioner = (stages[source].conditioner if source != i
+                       else _build(resolved, f"stages[{i}].conditioner", base))
         ctx = attrs.evolve(base, cond_dim=int(conditioner.out_dim), in_size=in_size,
                            in_feature_channels=in_channels)
         generator = _build(resolved, f"stages[{i}].generator", ctx)
@@ -136,7 +172,8 @@ def build_stack(resolved: ResolvedRecipe, *, device: str = "cpu") -> Stack:
         losses = [_build(resolved, f"stages[{i}].losses[{j}]",
                          LossContext(index=i, num_stages=n, key_path=f"stages[{i}].losses[{j}]"))
                   for j in range(len(spec.losses))]
-        stages.append(Stage(conditioner, generator, discriminator, losses, spec.name or f"stage{i + 1}"))
+        stages.append(Stage(conditioner, generator, discriminator, losses, spec.name or f"stage{i + 1}",
+                            conditioner_source=source, index=i))
         in_size, in_channels = int(generator.out_size), int(generator.feature_channels)
     return Stack(text_encoder, stages, recipe.noise_dim)
 
@@ -170,14 +207,18 @@ def describe_stack(stack: Stack, resolved: ResolvedRecipe, batch: int = 2) -> li
             spec = recipe.stages[i]
             d = stage.discriminator
             logits = d.cond_logits(d.features(out.image), cond, text)
-            named: list[tuple[str, str, nn.Module, tuple[int, ...]]] = [
-                ("conditioner", spec.conditioner.type, stage.conditioner, tuple(cond.c.shape)),
-                ("generator", spec.generator.type, stage.generator, tuple(out.image.shape)),
-                ("discriminator", spec.discriminator.type, d, tuple(logits.shape)),
-            ]
-            rows += [ModuleReport(stage.stage_name, role, kind, count_params(m), shape)
-                     for role, kind, m, shape in named]
-            rows.append(ModuleReport(stage.stage_name, "generator+conditioner", spec.generator.type,
-                                     count_params(stage.conditioner) + count_params(stage.generator),
-                                     tuple(out.image.shape)))
+            own_conditioner = 0 if stage.shares_conditioner else count_params(stage.conditioner)
+            conditioner_type = (f"shared (stage {stage.conditioner_source + 1})" if stage.shares_conditioner
+                                else spec.conditioner.type)
+            rows += [ModuleReport(stage.stage_name, "conditioner", conditioner_type, own_conditioner,
+                                  tuple(cond.c.shape)),
+                     ModuleReport(stage.stage_name, "generator", spec.generator.type,
+                                  count_params(stage.generator), tuple(out.image.shape)),
+                     ModuleReport(stage.stage_name, "discriminator", spec.discriminator.type, count_params(d),
+                                  tuple(logits.shape)),
+                     ModuleReport(stage.stage_name, "generator+conditioner", spec.generator.type,
+                                  own_conditioner + count_params(stage.generator), tuple(out.image.shape))]
+        whole = nn.ModuleList([m for s in stack.stages for m in (s.conditioner, s.generator)])
+        rows.append(ModuleReport("-", "generator (all stages)", "-", count_params(whole),
+                                 tuple(outputs[-1][1].image.shape)))
     return rows

@@ -12,6 +12,7 @@ import pluggy
 
 from ganstack import hookspecs
 from ganstack.components.registry import Register, Registry
+from ganstack.components.shared import register_builtins
 from ganstack.errors import PluginError
 
 STRICT_ENV = "GANSTACK_STRICT_PLUGINS"
@@ -96,7 +97,9 @@ def _entry_points() -> list[EntryPoint]:
 def new_state() -> PluginState:
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    return PluginState(manager=manager, registry=Registry(), plugins={})
+    registry = Registry()
+    register_builtins(registry)
+    return PluginState(manager=manager, registry=registry, plugins={})
 
 
 _STATE: PluginState | None = None

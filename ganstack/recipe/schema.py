@@ -54,7 +54,8 @@ class StageSpec:
 
     ``generator``: the generator stage (``stackgan-stage1`` first, ``stackgan-refiner`` after);
     ``discriminator``: the stage's discriminator; ``conditioner``: text embedding to the stage's
-    condition (each stage has its own); ``losses``: the stage's loss terms, summed and logged by name;
+    condition (each stage has its own, unless ``{type: shared, stage: N}`` names an earlier stage whose
+    module, sample and KL term it shares, as StackGAN-v2's branches do); ``losses``: the stage's loss terms, summed and logged by name;
     ``name``: a label for tables, logs and sample sheets (default ``stageN``); ``epochs``: epochs of
     this stage under the stagewise schedule (default ``training.epochs``); ``lr_decay_every``: this
     stage's decay interval in epochs (default ``training.lr_decay_every``); ``init_from``: a

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ganstack.hookspecs import hookimpl
 from ganstack.interfaces import Condition, LossContext, StepState
+from ganstack_defaults.losses.stackgan_v2 import StackGANv2Loss, V2LossOptions
 
 
 class _Logits(NamedTuple):
@@ -146,10 +147,13 @@ class KLLoss(nn.Module):
 @attrs.define(frozen=True)
 class ColourOptions:
     """``mean_weight``: weight of the colour-mean term (1 in the paper); ``cov_weight``: weight of the
-    colour-covariance term (5 in the paper; StackGAN-v2's bird configs use 0)."""
+    colour-covariance term (5 in the paper; StackGAN-v2's bird configs use 0); ``detach_previous``:
+    compare with the previous stage's statistics as constants (the official code), so the term
+    moves only this stage's image"""
 
     mean_weight: float = attrs.field(default=1.0, validator=v.ge(0))
     cov_weight: float = attrs.field(default=5.0, validator=v.ge(0))
+    detach_previous: bool = attrs.field(default=True, validator=v.instance_of(bool))
 
 
 def colour_stats(images: Tensor) -> tuple[Tensor, Tensor]:
@@ -175,7 +179,8 @@ class ColourConsistencyLoss(nn.Module):
         if step.prev_fake is None:
             return {}
         mean, cov = colour_stats(step.fake)
-        prev_mean, prev_cov = colour_stats(step.prev_fake)
+        prev = step.prev_fake.detach() if self.options.detach_previous else step.prev_fake
+        prev_mean, prev_cov = colour_stats(prev)
         return {"colour_mean": self.options.mean_weight * F.mse_loss(mean, prev_mean),
                 "colour_cov": self.options.cov_weight * F.mse_loss(cov, prev_cov)}
 
@@ -186,6 +191,9 @@ def register_components(register) -> None:  # noqa: ANN001 - the Register callba
              summary="StackGAN's matching-aware BCE loss: real/right, real/wrong, fake/right (+unconditional)")
     register("loss", "hinge", HingeLoss, options=AdversarialOptions,
              summary="Matching-aware hinge loss, an alternative to BCE")
+    register("loss", "stackgan-v2", StackGANv2Loss, options=V2LossOptions,
+             summary="StackGAN-v2's loss: the unweighted six-term D sum with class-mismatched real images, "
+                     "conditional and unconditional G terms")
     register("loss", "kl", KLLoss, options=KLOptions,
              summary="KL regulariser of Conditioning Augmentation (coefficient 2.0 as the official code)")
     register("loss", "colour-consistency", ColourConsistencyLoss, options=ColourOptions,

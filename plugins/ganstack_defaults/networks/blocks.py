@@ -34,6 +34,25 @@ def init_weights(module: ModuleT) -> ModuleT:
     return module
 
 
+def orthogonal_init(module: ModuleT) -> ModuleT:
+    """StackGAN-v2's init on ``module`` and its children, and return it.
+
+    Conv and linear weights orthogonal (gain 1), linear biases 0, BatchNorm weights ~ N(1, 0.02)
+    and biases 0; conv biases keep PyTorch's default, as in the official code. Tensors on the
+    meta device (parameter counting without memory) are left alone.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+            if not m.weight.is_meta:
+                nn.init.orthogonal_(m.weight, 1.0)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return module
+
+
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     """3x3 convolution, stride 1, size-preserving, no bias."""
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ganstack.interfaces import Condition, StageContext
-from ganstack_defaults.networks.blocks import LEAK, init_weights
+from ganstack_defaults.networks.blocks import LEAK, init_weights, orthogonal_init
 
 CA_ACTIVATIONS = ("relu", "leaky_relu", "glu")
 
@@ -30,6 +30,9 @@ class CAOptions:
             "doc": "what follows the linear layer that gives the mean and log-variance: `relu` (the "
                    "official PyTorch port), `leaky_relu` (the TensorFlow code) or `glu` (StackGAN-v2, "
                    "whose gate halves a layer twice as wide)"})
+    init: Literal["normal", "orthogonal"] = attrs.field(
+        default="normal", validator=attrs.validators.in_(("normal", "orthogonal")), metadata={
+            "doc": "the weights' starting values: `normal` (N(0, 0.02), StackGAN) or `orthogonal` (StackGAN-v2)"})
 
 
 class ConditioningAugmentation(nn.Module):
@@ -101,7 +104,8 @@ class LinearConditioner(nn.Module):
 
 def build_ca(options: CAOptions, ctx: StageContext) -> ConditioningAugmentation:
     """Conditioning Augmentation: c = mu + sigma * eps from the text embedding (StackGAN)."""
-    return init_weights(ConditioningAugmentation(ctx.text_dim, options))
+    init = orthogonal_init if options.init == "orthogonal" else init_weights
+    return init(ConditioningAugmentation(ctx.text_dim, options))
 
 
 def build_identity(options: attrs.AttrsInstance, ctx: StageContext) -> IdentityConditioner:

@@ -255,7 +255,7 @@ def test_import_gives_the_official_outputs(cli, official_files: dict[str, Path],
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["ema"] is None and ckpt["resumable"] is False
     assert ckpt["position"] == {"block": 0, "epoch": 0, "batch": 0, "step": 210000}
-    assert yaml.safe_load((out / "recipe.yaml").read_text())["stages"][1]["conditioner"] == {"type": "shared",
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["stages"][1]["conditioner"] == {"type": "ganstack:shared",
                                                                                            "stage": 1}
     model = ganstack.load(out, device="cpu")
     stack = model.stack

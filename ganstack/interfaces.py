@@ -45,9 +45,11 @@ class StageOutput(NamedTuple):
 # --------------------------------------------------------------------------------- build contexts
 @attrs.frozen
 class TextEncoderContext:
-    """Given to a ``text_encoder`` factory."""
+    """Given to a ``text_encoder`` factory. ``recipe_dir``: where relative paths in its options (a
+    weights file) point first, then the working folder (``ganstack.recipe.paths.resolve_recipe_path``)."""
 
     device: str = "cpu"
+    recipe_dir: Path | None = None
 
 
 @attrs.frozen

@@ -92,7 +92,7 @@ def _component_at(resolved: ResolvedRecipe, path: str) -> Any:
 
 
 def build_text_encoder(resolved: ResolvedRecipe, device: str = "cpu") -> nn.Module:
-    return _build(resolved, "text_encoder", TextEncoderContext(device=device))
+    return _build(resolved, "text_encoder", TextEncoderContext(device=device, recipe_dir=resolved.base_dir))
 
 
 def build_stack(resolved: ResolvedRecipe, *, device: str = "cpu") -> Stack:

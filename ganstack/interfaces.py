@@ -112,7 +112,8 @@ class ImportContext:
     An importer turns files made by other code (official checkpoints, Torch7 text encoders) into
     ganstack artefacts. Its options class is its command line: ``ganstack import NAME`` makes a flag
     ``--field-name`` of each attrs field (``metadata={"positional": True}`` for a positional one,
-    ``metadata={"flag": "--netD"}`` to spell the flag otherwise, ``metadata={"doc": ...}`` for its help).
+    ``metadata={"flag": "--netD"}`` to spell the flag otherwise, ``metadata={"doc": ...}`` for its help,
+    ``metadata={"metavar": "FILE.pt"}`` for the value's name in it).
     ``report`` prints a line to the user; a problem the user can fix is raised as a ``UserError``.
     """
 

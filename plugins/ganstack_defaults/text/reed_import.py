@@ -39,17 +39,18 @@ def _doc(text: str) -> dict[str, str]:
 class CharCnnRnnImportOptions:
     """Flags of ``ganstack import char-cnn-rnn``."""
 
-    source: str = attrs.field(metadata={"positional": True, **_doc(
+    source: str = attrs.field(metadata={"positional": True, "metavar": "FILE.t7", **_doc(
         "Reed's Torch7 char-CNN-RNN file (.t7): the CUB, Oxford-102 or COCO encoder")})
-    out: str | None = attrs.field(default=None, metadata=_doc(
-        "encoder file to write (ENCODER.pt), used by `text_encoder: {type: reed-char-cnn-rnn, weights: ENCODER.pt}`"))
-    verify: str | None = attrs.field(default=None, metadata=_doc(
+    out: str | None = attrs.field(default=None, metadata={"metavar": "ENCODER.pt", **_doc(
+        "encoder file to write (ENCODER.pt), used by `text_encoder: {type: reed-char-cnn-rnn, weights: ENCODER.pt}`")})
+    verify: str | None = attrs.field(default=None, metadata={"metavar": "DATA_DIR", **_doc(
         "a StackGAN data folder (train/ and test/ with filenames.pickle and char-CNN-RNN-embeddings.pickle, "
-        "captions in text/ or text_c10/): encode its captions and compare with its embeddings"))
+        "captions in text/ or text_c10/): encode its captions and compare with its embeddings")})
     split: str | None = attrs.field(default=None, metadata=_doc(
         "with --verify: the split folder to check (default: every split folder holding both pickles)"))
     limit: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(1)),
-                                    metadata=_doc("with --verify: check the first N examples of each split only"))
+                                    metadata={"metavar": "N", **_doc(
+                                        "with --verify: check the first N examples of each split only")})
     tolerance: float = attrs.field(default=1e-3, validator=attrs.validators.gt(0), metadata=_doc(
         "with --verify: a caption matches when no value of its embedding differs by more than this"))
     text_dir: str = attrs.field(default="text", metadata=_doc(

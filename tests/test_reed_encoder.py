@@ -84,7 +84,7 @@ def reed_embedding(text: str, truth: dict, lowercase: bool = False) -> np.ndarra
             h = np.maximum(f("i2h", xt) + f("h2h", h), 0)
             hs.append(h)
     weight, bias = truth["out"]
-    return weight.astype(np.float64) @ np.mean(hs, axis=0) + bias
+    return weight.astype(np.float64) @ (np.mean(hs, axis=0) if truth["average"] else hs[-1]) + bias
 
 
 # ------------------------------------------------------------------------------ files of the released kinds
@@ -115,6 +115,13 @@ def cvpr_file(path: Path, seed: int = 2) -> tuple[Path, dict]:
     return t7.save_t7(t7.Table({"protos": t7.Table({"enc_doc": encoder})}), path), truth
 
 
+def legacy_file(path: Path, seed: int = 3) -> tuple[Path, dict]:
+    """FixedGRU with avg 0 (the last hidden state), saved by an nngraph older than gModule-as-Container."""
+    params = t7.Params(seed)
+    encoder, truth = t7.reed_encoder(params, channels=CHANNELS, dim=DIM, legacy=True, average=False)
+    return t7.save_t7(t7.Table({"protos": t7.Table({"enc_doc": encoder})}), path), truth
+
+
 def encoder_from(path: Path, **options: object):
     from ganstack.components.loader import load_plugins
     from ganstack.interfaces import TextEncoderContext
@@ -128,8 +135,51 @@ def cub(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return cub_file(tmp_path_factory.mktemp("reed") / "lm_sje_cub_hybrid_gru18.t7")
 
 
+# ------------------------------------------------------------------------------ the Torch7 reader
+def test_reader_keeps_shared_storages_strides_and_offsets(tmp_path: Path) -> None:
+    from ganstack_defaults.text.torch7 import load_torch7
+
+    storage = t7.Storage(np.arange(12, dtype=np.float32))
+    table = t7.Table({"a": t7.View(storage, 0, (2, 3)), "t": t7.View(storage, 6, (3, 2), (1, 3)),
+                      "cuda": t7.View(t7.Storage(np.arange(4, dtype=np.float32), "torch.CudaStorage"), 1, (3,),
+                                      typename="torch.CudaTensor"), "flag": True, 1: "one", "x": 2.5})
+    loaded = load_torch7(t7.save_t7(table, tmp_path / "t.t7"))
+    np.testing.assert_array_equal(loaded["a"].numpy(), [[0, 1, 2], [3, 4, 5]])
+    np.testing.assert_array_equal(loaded["t"].numpy(), [[6, 9], [7, 10], [8, 11]])  # a transposed view
+    np.testing.assert_array_equal(loaded["cuda"].numpy(), [1, 2, 3])
+    assert loaded["a"].storage is loaded["t"].storage  # written once, referenced after
+    assert (loaded["flag"], loaded[1], loaded["x"]) == (True, "one", 2.5)
+
+
+def test_reader_survives_deep_nesting_hostile_sizes_and_functions() -> None:
+    import struct
+
+    from ganstack_defaults.text.torch7 import LuaFunction, Torch7Error, read_torch7
+
+    def ints(*values: int) -> bytes:
+        return struct.pack(f"<{len(values)}i", *values)
+
+    depth = 50_000  # {1 = {1 = {... nil}}}: no recursion limit is reached
+    nested = b"".join(ints(3, i + 1, 1) + ints(1) + struct.pack("<d", 1.0) for i in range(depth)) + ints(0)
+    table = read_torch7(nested)
+    for _ in range(depth - 1):
+        table = table[1]
+    assert table[1] is None
+    function = ints(8, 1) + ints(4) + b"\x1bLua" + ints(0)  # a Lua function: bytecode then upvalues (nil)
+    loaded = read_torch7(function)
+    assert isinstance(loaded, LuaFunction) and loaded.bytecode == b"\x1bLua"
+    huge_table = ints(3, 1, 2**31 - 1)
+    huge_storage = ints(4, 1) + ints(3) + b"V 1" + ints(18) + b"torch.FloatStorage" + struct.pack("<q", 10**15)
+    for data, message in [(huge_table, "does not fit"), (huge_storage, "does not fit"), (ints(9), "unknown object type"),
+                          (ints(2, 100) + b"short", "a string of 100 entries does not fit"),
+                          (ints(1) + b"\x00\x00", "ends early")]:
+        with pytest.raises(Torch7Error, match=message):
+            read_torch7(data)
+
+
 # ------------------------------------------------------------------------------ import and encode
-@pytest.mark.parametrize("make", [cub_file, coco_file, cvpr_file], ids=["cub", "coco", "cvpr-rnn"])
+@pytest.mark.parametrize("make", [cub_file, coco_file, cvpr_file, legacy_file],
+                         ids=["cub", "coco", "cvpr-rnn", "legacy-nngraph-last-state"])
 def test_imported_encoder_computes_reeds_equations(make, cli, tmp_path: Path) -> None:
     source, truth = make(tmp_path / "reed.t7")
     out = tmp_path / "encoder.pt"
@@ -174,6 +224,15 @@ def test_caption_reading_follows_reeds_demo(cub, cli, tmp_path: Path) -> None:
     np.testing.assert_allclose(lowered.encode_text([text]).double().numpy()[0], reed_embedding(text.lower(), truth),
                                rtol=1e-4, atol=1e-5)
     assert not np.allclose(exact.encode_text([text]).numpy(), lowered.encode_text([text]).numpy(), atol=1e-4)
+
+
+def test_import_help_names_the_values(capsys: pytest.CaptureFixture[str]) -> None:
+    from ganstack.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["import", "char-cnn-rnn", "--help"])
+    shown = capsys.readouterr().out
+    assert "--out ENCODER.pt" in shown and "--verify DATA_DIR" in shown and "FILE.t7" in shown
 
 
 # ------------------------------------------------------------------------------ errors

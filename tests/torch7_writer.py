@@ -154,10 +154,16 @@ def call(module: Obj, *inputs: Node) -> Node:
     return Node(module, list(inputs))
 
 
-def gmodule(inputs: list[Node], outputs: list[Node]) -> Obj:
-    """An ``nn.gModule`` with nngraph's fields: input/split/output nodes, nodes in topological order."""
+def gmodule(inputs: list[Node], outputs: list[Node], legacy: bool = False) -> Obj:
+    """An ``nn.gModule`` with nngraph's fields: input/split/output nodes, nodes in topological order.
+
+    ``legacy``: as nngraph wrote it before gModule became a Container: no ``modules`` nor ``nInputs``,
+    no split nodes (every input reads the input node, whose ``mapindex`` lists its readers)."""
     innode = Node(None, [], input=Table())
-    if len(inputs) == 1:
+    if legacy:
+        for node in inputs:
+            node.inputs = [innode]
+    elif len(inputs) == 1:
         inputs[0].inputs = [innode]
     else:
         innode.data["nSplitOutputs"] = len(inputs)
@@ -189,14 +195,21 @@ def gmodule(inputs: list[Node], outputs: list[Node]) -> Obj:
         for source in node.inputs:
             children = forward[id(source)].fields.get("children")
             children[len([k for k, _ in children.pairs if isinstance(k, int)]) + 1] = forward[id(node)]
+    if legacy:
+        readers = Table()
+        for k, node in enumerate(inputs):
+            readers[k + 1] = node.data
+            readers[node.data] = k + 1
+        innode.data.pairs = [(k, v) for k, v in innode.data.pairs if k != "mapindex"] + [("mapindex", readers)]
     nodes = [forward[id(n)] for n in order]
     backward = [Obj("nngraph.Node", data=n.data, children=Table(), visited=False, marked=False, id=i + 1)
                 for i, n in enumerate(reversed(order))]
     edges = [Obj("graph.Edge", **{"from": forward[id(s)], "to": forward[id(n)]}) for n in order for s in n.inputs]
-    return Obj("nn.gModule", modules=[n.module for n in order if n.module is not None], forwardnodes=nodes,
-               backwardnodes=backward, fg=Obj("graph.Graph", nodes=nodes, edges=edges),
-               innode=forward[id(innode)], outnode=forward[id(outnode)], nInputs=len(inputs), verbose=False,
-               train=False, gradInput=Table())
+    fields = dict(forwardnodes=nodes, backwardnodes=backward, fg=Obj("graph.Graph", nodes=nodes, edges=edges),
+                  innode=forward[id(innode)], outnode=forward[id(outnode)], verbose=False, gradInput=Table())
+    if not legacy:
+        fields |= dict(modules=[n.module for n in order if n.module is not None], nInputs=len(inputs), train=False)
+    return Obj("nn.gModule", **fields)
 
 
 # ------------------------------------------------------------------------------ nn modules
@@ -250,7 +263,8 @@ def simple(name: str, **fields: Any) -> Obj:
     return Obj(name, **{"output": empty(), "gradInput": empty(), "train": False, **fields})
 
 
-def fixed_gru(p: Params, steps: int, dim: int, average: bool, prefix: str = "nn") -> tuple[Obj, dict[str, Obj]]:
+def fixed_gru(p: Params, steps: int, dim: int, average: bool, prefix: str = "nn",
+              legacy: bool = False) -> tuple[Obj, dict[str, Obj]]:
     """icml2016's FixedGRU.rnn(steps, avg, dim) and its first Linear of each role."""
     inputs = [call(simple("nn.Identity")) for _ in range(steps)]
     first = {role: linear(p, dim, dim) for role in ("i2h_update", "i2h_reset", "i2h")}
@@ -280,10 +294,10 @@ def fixed_gru(p: Params, steps: int, dim: int, average: bool, prefix: str = "nn"
         for h in hids[1:]:
             out = call(simple("nn.CAddTable"), out, h)
         out = call(simple("nn.MulConstant", constant_scalar=1.0 / steps, inplace=False), out)
-    return gmodule(inputs, [out]), first
+    return gmodule(inputs, [out], legacy), first
 
 
-def fixed_rnn(p: Params, steps: int, dim: int) -> tuple[Obj, dict[str, Obj]]:
+def fixed_rnn(p: Params, steps: int, dim: int, legacy: bool = False) -> tuple[Obj, dict[str, Obj]]:
     """cvpr2016's FixedRNN.rnn(steps, avg, dim): ReLU steps, always the mean."""
     inputs = [call(simple("nn.Identity")) for _ in range(steps)]
     first = {"i2h": linear(p, dim, dim), "h2h": linear(p, dim, dim)}
@@ -297,7 +311,7 @@ def fixed_rnn(p: Params, steps: int, dim: int) -> tuple[Obj, dict[str, Obj]]:
                                call(sequential(h2h), relus[-1]))))
         total = call(simple("nn.CAddTable"), total, relus[-1])
     out = call(simple("nn.MulConstant", constant_scalar=1.0 / steps, inplace=False), total)
-    return gmodule(inputs, [out]), first
+    return gmodule(inputs, [out], legacy), first
 
 
 def temporal_conv(p: Params, n_in: int, n_out: int, width: int) -> Obj:
@@ -307,9 +321,11 @@ def temporal_conv(p: Params, n_in: int, n_out: int, width: int) -> Obj:
 
 
 def reed_encoder(p: Params, *, channels: tuple[int, int, int], dim: int, variant: str = "gru18",
-                 prefix: str = "nn") -> tuple[Obj, dict[str, Any]]:
+                 prefix: str = "nn", legacy: bool = False, average: bool = True) -> tuple[Obj, dict[str, Any]]:
     """HybridCNNLong + FixedGRU ("gru18", 18 steps, mean) or HybridCNN + FixedRNN ("rnn8", 8 steps), with
-    the tensors the test computes from: ``convs`` [(weight, bias)], ``rnn`` {role: (w, b)}, ``out``."""
+    the tensors the test computes from: ``convs`` [(weight, bias)], ``rnn`` {role: (w, b)}, ``out``.
+    ``prefix``: ``cudnn`` for cudnn.convert's activations; ``legacy``: older nngraph's gModules;
+    ``average``: FixedGRU's avg (0: the last hidden state)."""
     c1, c2, c3 = channels
     convs = [temporal_conv(p, 70, c1, 4), temporal_conv(p, c1, c2, 4), temporal_conv(p, c2, c3, 4)]
     layers = [convs[0], simple("nn.Threshold", threshold=1e-6, val=0.0, inplace=False),
@@ -318,10 +334,10 @@ def reed_encoder(p: Params, *, channels: tuple[int, int, int], dim: int, variant
               simple("nn.TemporalMaxPooling", kW=3, dW=3, indices=empty()),
               convs[2], simple("nn.Threshold", threshold=1e-6, val=0.0, inplace=False)]
     if variant == "gru18":
-        rnn, first = fixed_gru(p, 18, c3, average=True, prefix=prefix)
+        rnn, first = fixed_gru(p, 18, c3, average=average, prefix=prefix, legacy=legacy)
     else:
         layers.append(simple("nn.TemporalMaxPooling", kW=3, dW=2, indices=empty()))
-        rnn, first = fixed_rnn(p, 8, c3)
+        rnn, first = fixed_rnn(p, 8, c3, legacy=legacy)
     out = linear(p, c3, dim)
     x = call(simple("nn.Identity"))
     h = call(simple("nn.SplitTable", dimension=2), call(sequential(*layers), x))
@@ -332,5 +348,5 @@ def reed_encoder(p: Params, *, channels: tuple[int, int, int], dim: int, variant
         return p.value(m.fields.get("weight")), p.value(m.fields.get("bias"))
 
     truth = {"convs": [pair(c) for c in convs], "rnn": {role: pair(m) for role, m in first.items()},
-             "out": pair(out), "variant": variant}
-    return gmodule([x], [y]), truth
+             "out": pair(out), "variant": variant, "average": average}
+    return gmodule([x], [y], legacy), truth

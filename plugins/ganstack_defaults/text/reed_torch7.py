@@ -181,11 +181,22 @@ def _output_data(gmodule: TorchObject) -> LuaTable:
     return outputs[0]
 
 
+def _input_data(gmodule: TorchObject) -> LuaTable | None:
+    """The data of the graph's input node (older nngraph lists its *readers* in its ``mapindex``)."""
+    data = _field(_field(gmodule, "innode"), "data")
+    return data if isinstance(data, LuaTable) else None
+
+
 def _chain(gmodule: TorchObject) -> list[Any]:
     """The modules from the graph's input to its output, when the graph is one chain."""
     modules: list[Any] = []
+    innode = _input_data(gmodule)
     data: LuaTable | None = _output_data(gmodule)
-    while data is not None:
+    seen: set[int] = set()
+    while data is not None and data is not innode:
+        if id(data) in seen:
+            raise NotReedEncoder("its outer graph has a cycle")
+        seen.add(id(data))
         if data.get("module") is not None:
             modules.append(data["module"])
         inputs = _inputs(data)
@@ -227,10 +238,10 @@ def _cnn(modules: list[Any]) -> tuple[list[Layer], dict[str, np.ndarray]]:
     return layers, tensors
 
 
-def _step_input(data: LuaTable) -> bool:
+def _step_input(data: LuaTable, innode: LuaTable | None) -> bool:
     """Whether ``data`` passes a step's input on unchanged (split nodes, Identity, the input node)."""
-    while True:
-        if data.get("selectindex") is not None:
+    for _ in range(64):  # Identity and split nodes only: a short way back to the input
+        if data is innode or data.get("selectindex") is not None:
             return True
         module = data.get("module")
         if module is not None and _short(_unwrap(module)) != "Identity":
@@ -241,15 +252,18 @@ def _step_input(data: LuaTable) -> bool:
         if len(inputs) != 1:
             return False
         data = inputs[0]
+    return False
 
 
 def _recurrent(gmodule: TorchObject) -> tuple[str, int, bool, dict[str, np.ndarray]]:
     """``(rnn, steps, average, tensors)`` of a FixedGRU or FixedRNN gModule."""
     datas = _node_data(gmodule)
+    innode = _input_data(gmodule)
     users: dict[LuaTable, list[LuaTable]] = {d: [] for d in datas}
     for d in datas:
-        for source in _inputs(d):
-            users.setdefault(source, []).append(d)
+        if d is not innode:  # older nngraph lists the input node's readers as its mapindex
+            for source in _inputs(d):
+                users.setdefault(source, []).append(d)
 
     def kind(d: LuaTable) -> str | None:
         module = d.get("module")
@@ -265,7 +279,7 @@ def _recurrent(gmodule: TorchObject) -> tuple[str, int, bool, dict[str, np.ndarr
         inputs, after = _inputs(d), users.get(d, [])
         if len(inputs) != 1 or len(after) != 1:
             raise NotReedEncoder("a linear layer of the recurrent graph has several inputs or users")
-        from_step = _step_input(inputs[0])
+        from_step = _step_input(inputs[0], innode)
         user = after[0]
         if kind(user) in _ACTIVATIONS and from_step:  # step 1: h1 = act(i2h(x1)), no gates
             step_one.append(_activation(user))
@@ -285,7 +299,7 @@ def _recurrent(gmodule: TorchObject) -> tuple[str, int, bool, dict[str, np.ndarr
         else:
             raise NotReedEncoder(f"a recurrent sum goes through a {activation}")
         roles.setdefault(("i2h" if from_step else "h2h") + suffix, []).append(weights)
-    steps = _steps(gmodule, datas)
+    steps = _steps(gmodule, datas, innode)
     if steps < 2:
         raise NotReedEncoder(f"its recurrent layer runs over {steps} step; this importer reads 2 or more")
     rnn = {"tanh": "gru", "relu": "rnn"}.get(step_one[0]) if len(step_one) == 1 else None
@@ -321,11 +335,12 @@ def _activation(data: LuaTable) -> str:
     return kind.lower()
 
 
-def _steps(gmodule: TorchObject, datas: list[LuaTable]) -> int:
+def _steps(gmodule: TorchObject, datas: list[LuaTable], innode: LuaTable | None) -> int:
+    """The gModule's inputs: ``nInputs``, or (older nngraph) its Identity nodes fed by the input."""
     n = _field(gmodule, "nInputs")
     if isinstance(n, float):
         return int(n)
-    return max(1, sum(d.get("selectindex") is not None for d in datas))
+    return sum(_is(d.get("module"), "Identity") and _step_input(d, innode) for d in datas)
 
 
 def _averages(gmodule: TorchObject, steps: int) -> bool:

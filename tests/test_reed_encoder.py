@@ -320,7 +320,11 @@ def test_verify_reports_a_match_on_the_datasets_own_embeddings(cub, cli, tmp_pat
     assert "verified: all 6 captions match" in out
 
 
-def test_verify_shows_a_mismatch(cub, cli, tmp_path: Path) -> None:
+def test_verify_shows_a_mismatch(cub, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ganstack_defaults.text import reed, reed_import
+
+    monkeypatch.setattr(reed_import, "VERIFY_CHUNK", 4)  # the wrong caption is in the second chunk
+    monkeypatch.setattr(reed, "ENCODE_CHUNK", 3)
     source, truth = cub
     data = stackgan_data(tmp_path / "birds", truth, wrong=True)
     out_file = tmp_path / "enc.pt"

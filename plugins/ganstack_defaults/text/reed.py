@@ -16,6 +16,7 @@ so they move with ``.to(device)`` but stay out of run checkpoints: the file is t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import pickle
 import zipfile
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import attrs
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,9 +46,10 @@ IMPORT_HINT = "write it with `ganstack import char-cnn-rnn FILE.t7 --out ENCODER
 ENCODE_CHUNK = 128  # captions per forward pass, to bound memory on long lists
 
 
-def byte_columns(alphabet: str) -> dict[int, int]:
-    """Byte value -> 0-based one-hot column, the later position winning for a repeated symbol."""
-    columns: dict[int, int] = {}
+def byte_columns(alphabet: str) -> np.ndarray:
+    """Byte value -> 0-based one-hot column (-1: a zero row), the later position winning for a repeated
+    symbol (Reed's dictionary is filled in order, so the second '-' overwrites the first)."""
+    columns = np.full(256, -1, dtype=np.int64)
     for i, symbol in enumerate(alphabet):
         for byte in symbol.encode("utf-8"):
             columns[byte] = i
@@ -271,22 +274,25 @@ class ReedEncoder(CaptionEncoder):
     def one_hot(self, texts: Sequence[str]) -> torch.Tensor:
         """``[N, max_length, alphabet]``: one row per UTF-8 byte, as Lua's byte-wise ``string.sub`` reads."""
         arch = self.architecture
-        out = torch.zeros(len(texts), arch.max_length, len(arch.alphabet))
+        out = np.zeros((len(texts), arch.max_length, len(arch.alphabet)), dtype=np.float32)
         for row, text in enumerate(texts):
             text = text.lower() if self.options.lowercase else text
-            for step, byte in enumerate(text.encode("utf-8")[:arch.max_length]):
-                column = self._columns.get(byte)
-                if column is not None:
-                    out[row, step, column] = 1.0
-        return out
+            columns = self._columns[np.frombuffer(text.encode("utf-8")[:arch.max_length], dtype=np.uint8)]
+            steps = np.flatnonzero(columns >= 0)
+            out[row, steps, columns[steps]] = 1.0
+        return torch.from_numpy(out)
 
     @torch.no_grad()
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """``[len(texts), dim]`` float32, computed in float32 even inside a mixed-precision step."""
         device = self.net.out_weight.device
         if not texts:
             return torch.zeros(0, self.dim, device=device)
-        chunks = [self.net(self.one_hot(texts[i:i + ENCODE_CHUNK]).to(device))
-                  for i in range(0, len(texts), ENCODE_CHUNK)]
+        full_precision = (torch.autocast(device.type, enabled=False) if device.type in ("cuda", "cpu")
+                          else contextlib.nullcontext())
+        with full_precision:
+            chunks = [self.net(self.one_hot(texts[i:i + ENCODE_CHUNK]).to(device))
+                      for i in range(0, len(texts), ENCODE_CHUNK)]
         return torch.cat(chunks)
 
 

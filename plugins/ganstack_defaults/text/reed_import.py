@@ -28,6 +28,8 @@ from ganstack_defaults.text.torch7 import Torch7Error, load_torch7
 COMMAND = "ganstack import char-cnn-rnn"
 DOCS = "docs/reed-encoders.md"
 WORST_SHOWN = 5  # mismatching captions listed by --verify
+VERIFY_CHUNK = 1024  # captions compared at a time
+DEVICES = ("cpu", "cuda", "mps", "auto")
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -57,7 +59,8 @@ class CharCnnRnnImportOptions:
         "with --verify: the caption folder under the data folder (text_c10 is tried when text is absent)"))
     lowercase: bool = attrs.field(default=False, metadata=_doc(
         "with --verify: lower-case captions first, as the encoder's `lowercase: true` does"))
-    device: str = attrs.field(default="cpu", metadata=_doc("with --verify: where to encode (cpu, cuda, mps or auto)"))
+    device: str = attrs.field(default="cpu", validator=attrs.validators.in_(DEVICES),
+                              metadata=_doc("with --verify: where to encode (cpu, cuda, mps or auto)"))
 
 
 def read_t7_encoder(path: Path) -> tuple[ReedArchitecture, dict[str, np.ndarray], str]:
@@ -112,8 +115,13 @@ def run_char_cnn_rnn_import(options: CharCnnRnnImportOptions, ctx: ImportContext
                             path=f"{COMMAND} --out", fix="choose a writable path") from None
         ctx.report(f"wrote {out}; use it with `text_encoder: {{type: reed-char-cnn-rnn, weights: {out}}}`")
     if options.verify is not None:
+        try:
+            device = resolve_device(options.device)
+        except UserError:
+            raise UserError(f"--device {options.device}: that device is not available here", path=f"{COMMAND} --device",
+                            fix="use --device cpu, or auto to take the best one present") from None
         encoder = ReedEncoder(ReedOptions(weights=options.out or str(source), lowercase=options.lowercase),
-                              architecture, tensors).to(resolve_device(options.device))
+                              architecture, tensors).to(device)
         verify(encoder, Path(options.verify), options, ctx)
 
 
@@ -147,22 +155,30 @@ def verify(encoder: ReedEncoder, root: Path, options: CharCnnRnnImportOptions, c
         pairs = [(i, j) for i, lines in enumerate(captions) for j in range(min(len(lines), stored.shape[1]))]
         texts = [captions[i][j] for i, j in pairs]
         unpaired = sum(len(lines) for lines in captions) - len(pairs)
-        ours = encoder.encode_text(texts).double().cpu().numpy()
-        theirs = np.stack([stored[i, j] for i, j in pairs]).astype(np.float64)
-        diff = np.abs(ours - theirs)
-        per_caption = diff.max(axis=1)
-        norms = np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1)
-        cosine = (ours * theirs).sum(axis=1) / np.maximum(norms, 1e-12)
+        per_caption, cosine, abs_sum = np.zeros(len(pairs)), np.zeros(len(pairs)), 0.0
+        for start in range(0, len(pairs), VERIFY_CHUNK):  # bounded memory on a split of 100k captions
+            chunk = slice(start, start + VERIFY_CHUNK)
+            ours = encoder.encode_text(texts[chunk]).double().cpu().numpy()
+            theirs = np.stack([stored[i, j] for i, j in pairs[chunk]]).astype(np.float64)
+            diff = np.abs(ours - theirs)
+            per_caption[chunk], abs_sum = diff.max(axis=1), abs_sum + float(diff.sum())
+            norms = np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1)
+            cosine[chunk] = (ours * theirs).sum(axis=1) / np.maximum(norms, 1e-12)
         ok = per_caption <= options.tolerance
         total, matched = total + len(pairs), matched + int(ok.sum())
         extra = f"; {unpaired} caption lines beyond the stored embeddings left out" if unpaired else ""
         ctx.report(f"{split}: {len(pairs)} captions of {len(keys)} examples{extra}")
-        ctx.report(f"  |difference| mean {diff.mean():.3g}, max {diff.max():.3g}; cosine similarity mean "
-                   f"{cosine.mean():.6f}, min {cosine.min():.6f}")
+        ctx.report(f"  |difference| mean {abs_sum / max(1, per_caption.size * encoder.dim):.3g}, max "
+                   f"{per_caption.max(initial=0.0):.3g}; cosine similarity mean "
+                   f"{cosine.mean() if len(pairs) else float('nan'):.6f}, min {cosine.min(initial=1.0):.6f}")
         ctx.report(f"  {int(ok.sum())} of {len(pairs)} captions match within {options.tolerance:g}")
-        for n in np.flatnonzero(~ok):
+        bad = np.flatnonzero(~ok)
+        for n in bad[np.argsort(-per_caption[bad], kind="stable")[:WORST_SHOWN]]:
             i, j = pairs[n]
             worst.append((float(per_caption[n]), float(cosine[n]), f"{split}/{keys[i]} line {j + 1}: {texts[n]!r}"))
+    if total == 0:
+        raise DataError("no caption to compare", file=str(root), path=f"{COMMAND} --verify",
+                        fix="check that the caption files under the data folder hold captions")
     worst.sort(key=lambda w: -w[0])
     for gap, cos, where in worst[:WORST_SHOWN]:
         ctx.report(f"  differs: {where} (max |difference| {gap:.3g}, cosine {cos:.4f})")

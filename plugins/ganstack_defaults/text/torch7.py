@@ -94,8 +94,10 @@ class Tensor:
 
     def numpy(self) -> np.ndarray:
         """A copy of the tensor's elements, checked to lie inside its storage."""
-        if not self.size or 0 in self.size:
-            return np.zeros(self.size, dtype=_DTYPES[self.typename])
+        if any(n < 0 for n in self.size):
+            raise Torch7Error(f"a {self.typename} of size {self.size}")
+        if not self.size or 0 in self.size:  # Torch7's empty tensor has no dimensions
+            return np.zeros(self.size or (0,), dtype=_DTYPES[self.typename])
         if self.storage is None:
             raise Torch7Error(f"a {self.typename} of size {self.size} has no storage")
         data = self.storage.data

@@ -194,6 +194,9 @@ def test_imported_encoder_computes_reeds_equations(make, cli, tmp_path: Path) ->
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert encoder.dim == DIM and encoder.can_encode_text and not encoder.trainable
     assert not list(encoder.parameters()) and encoder.state_dict() == {}  # frozen, and not in run checkpoints
+    from ganstack_defaults.text.reed import load_reed_encoder  # the Python route, for `sample --embeddings`
+
+    np.testing.assert_array_equal(load_reed_encoder(out).encode_text(CAPTIONS[:2]).numpy(), got[:2].astype(np.float32))
 
 
 def test_encoder_file_loads_with_weights_only_and_records_the_architecture(cub, cli, tmp_path: Path) -> None:

@@ -304,6 +304,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def load_reed_encoder(path: str | Path, *, lowercase: bool = False, device: str = "cpu") -> ReedEncoder:
+    """The encoder in an encoder file, for Python use: ``load_reed_encoder(f).encode_text([...])`` gives
+    the embeddings ``ganstack sample RUN --embeddings FILE.npy`` takes for a run on precomputed ones."""
+    architecture, tensors, source = load_encoder_file(Path(path))
+    return ReedEncoder(ReedOptions(weights=str(path), lowercase=lowercase), architecture, tensors, source).to(device)
+
+
 def build_reed(options: ReedOptions, ctx: TextEncoderContext) -> ReedEncoder:
     """Reed's pretrained char-CNN-RNN (CUB, Oxford-102 or COCO), imported from Torch7; frozen."""
     path, candidates = resolve_recipe_path(options.weights, ctx.recipe_dir, Path.is_file)

@@ -63,7 +63,7 @@ def read_encoder(encoder: TorchObject, options: Any = None) -> tuple[ReedArchite
 
     ``options``: the file's ``opt`` table, if any (its ``doc_length`` overrides 201 characters).
     """
-    chain = _flatten([m for m in _chain(encoder)])
+    chain = _flatten(_chain(encoder))
     split = next((i for i, m in enumerate(chain) if _short(m) == "SplitTable"), None)
     if split is None:
         raise NotReedEncoder("the graph has no SplitTable between a CNN and a recurrent layer: "

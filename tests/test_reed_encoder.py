@@ -4,6 +4,7 @@ miniature StackGAN dataset, and used by a recipe to draw from new sentences."""
 
 from __future__ import annotations
 
+import fractions
 import pickle
 from pathlib import Path
 
@@ -281,15 +282,18 @@ def test_missing_corrupt_or_foreign_encoder_file_in_a_recipe(cli, cub, tmp_path:
     corrupt.write_bytes(good.read_bytes()[:300])
     foreign = tmp_path / "foreign.pt"
     torch.save({"model": {"w": torch.zeros(2)}}, foreign)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format": "ganstack.reed-char-cnn-rnn", "extra": fractions.Fraction(1, 3)}, pickled)
     cases = {"missing.pt": "encoder file not found", "corrupt.pt": "not a readable encoder file",
-             "foreign.pt": "not a char-CNN-RNN encoder file"}
+             "foreign.pt": "not a char-CNN-RNN encoder file",
+             "pickled.pt": "refused to load: it asks for 'fractions.Fraction', which an encoder file never holds"}
     for name, message in cases.items():
         recipe = write(tmp_path / f"r_{name}.yaml", f"base: {TINY}\n"
                        f"text_encoder: {{type: reed-char-cnn-rnn, weights: {name}}}\n")
         code, _out, err = cli("run", recipe, "--out", tmp_path / f"run_{name}", "--max-steps", "1")
         assert code == 2, err
         assert message in err and "text_encoder.weights" in err and "ganstack import char-cnn-rnn" in err, err
-        assert "Traceback" not in err
+        assert "Traceback" not in err and "weights_only" not in err  # never the unsafe way
 
 
 # ------------------------------------------------------------------------------ --verify

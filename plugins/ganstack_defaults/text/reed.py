@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import pickle
+import re
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,7 +100,7 @@ class ReedArchitecture:
     alphabet: str = ALPHABET
     max_length: int = MAX_LENGTH
     layers: tuple[Layer, ...]
-    rnn: Literal["gru", "rnn"]
+    rnn: Literal["gru", "rnn"] = attrs.field(validator=attrs.validators.in_(("gru", "rnn")))
     hidden: int
     steps: int
     average: bool
@@ -167,13 +169,21 @@ def save_encoder_file(path: Path, architecture: ReedArchitecture, tensors: dict[
 def load_encoder_file(path: Path) -> tuple[ReedArchitecture, dict[str, torch.Tensor], dict[str, str]]:
     """The architecture, tensors and source of an encoder file, or a :class:`CheckpointError`."""
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            content = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError("encoder file not found", file=str(path), fix=IMPORT_HINT) from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        raise CheckpointError(f"not a readable encoder file ({type(exc).__name__}: {str(exc).splitlines()[0]})",
-                              file=str(path), fix=f"the file may be truncated or of another kind; {IMPORT_HINT}") \
-            from None
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f"it asks for '{found.group(1)}', which" if found else "it holds objects that"
+        raise CheckpointError(f"refused to load: {what} an encoder file never holds (only tensors and plain "
+                              "data are read, as a pickle can run code)", file=str(path),
+                              fix=f"give the file `ganstack import char-cnn-rnn` wrote; {IMPORT_HINT}") from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"not a readable encoder file ({first})", file=str(path),
+                              fix=f"the file may be truncated or of another kind; {IMPORT_HINT}") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         found = content.get("format") if isinstance(content, dict) else type(content).__name__
         raise CheckpointError(f"not a char-CNN-RNN encoder file (its format is {found!r}, expected {FORMAT!r})",

@@ -374,3 +374,6 @@ def test_recipe_trains_and_samples_new_sentences_with_the_imported_encoder(cub, 
     model = ganstack.load(run, device="cpu")
     np.testing.assert_allclose(model.encode([sentence]).double().numpy()[0], reed_embedding(sentence, truth),
                                rtol=1e-4, atol=1e-5)
+    (tmp_path / "models" / "cub_encoder.pt").rename(tmp_path / "elsewhere.pt")  # the file is the weights' home
+    code, _out, err = cli("sample", run, "--text", sentence, "--out", tmp_path / "again")
+    assert code == 2 and "encoder file not found" in err and "cub_encoder.pt" in err and "Traceback" not in err

@@ -377,3 +377,19 @@ def test_recipe_trains_and_samples_new_sentences_with_the_imported_encoder(cub, 
     (tmp_path / "models" / "cub_encoder.pt").rename(tmp_path / "elsewhere.pt")  # the file is the weights' home
     code, _out, err = cli("sample", run, "--text", sentence, "--out", tmp_path / "again")
     assert code == 2 and "encoder file not found" in err and "cub_encoder.pt" in err and "Traceback" not in err
+
+
+def test_weights_trained_on_precomputed_embeddings_load_into_a_stack_with_the_encoder(cub, cli, tmp_path: Path) -> None:
+    from ganstack.build.stack import build_stack
+    from ganstack.recipe.resolve import load_recipe
+
+    source, truth = cub
+    assert cli("import", "char-cnn-rnn", source, "--out", tmp_path / "enc.pt")[0] == 0
+    precomputed = write(tmp_path / "a.yaml", f"base: {TINY}\ntext_encoder: {{type: precomputed, dim: {DIM}}}\n")
+    reed = write(tmp_path / "b.yaml", f"base: {TINY}\ntext_encoder: {{type: reed-char-cnn-rnn, weights: enc.pt}}\n")
+    trained = build_stack(load_recipe(precomputed))
+    stack = build_stack(load_recipe(reed))
+    stack.load_state_dict(trained.state_dict())  # strict: no text-encoder key on either side
+    sentence = "a bird with a red crown"
+    np.testing.assert_allclose(stack.text_encoder.encode_text([sentence]).double().numpy()[0],
+                               reed_embedding(sentence, truth), rtol=1e-4, atol=1e-5)

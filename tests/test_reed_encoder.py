@@ -325,6 +325,10 @@ def test_verify_reports_a_match_on_the_datasets_own_embeddings(cub, cli, tmp_pat
     assert "6 of 6 captions match within 0.001" in out
     assert "cosine similarity mean 1.000000" in out
     assert "verified: all 6 captions match" in out
+    (data / "text").rename(data / "text_c10")  # StackGAN's download name, and one example only
+    code, out, err = cli("import", "char-cnn-rnn", source, "--verify", data, "--split", "test", "--limit", "1")
+    assert code == 0, err
+    assert "test: 3 captions of 1 examples" in out and "3 of 3 captions match" in out
 
 
 def test_verify_shows_a_mismatch(cub, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -348,12 +352,17 @@ def test_verify_shows_a_mismatch(cub, cli, tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_verify_needs_the_stackgan_layout(cub, cli, tmp_path: Path) -> None:
-    source, _truth = cub
+    source, truth = cub
     (tmp_path / "empty").mkdir()
     for folder, message in [(tmp_path / "nowhere", "data folder not found"),
                             (tmp_path / "empty", "no split folder here holds filenames.pickle")]:
         code, _out, err = cli("import", "char-cnn-rnn", source, "--verify", folder)
         assert code == 2 and message in err and "--verify" in err and "Traceback" not in err, err
+    data = stackgan_data(tmp_path / "birds", truth)
+    with (data / "test" / "char-CNN-RNN-embeddings.pickle").open("wb") as fh:
+        pickle.dump(np.zeros((2, 3, DIM + 1), np.float32), fh, protocol=2)
+    code, _out, err = cli("import", "char-cnn-rnn", source, "--verify", data)
+    assert code == 2 and f"the stored embeddings have {DIM + 1} dimensions; this encoder gives {DIM}" in err
 
 
 # ------------------------------------------------------------------------------ in a recipe

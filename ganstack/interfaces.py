@@ -48,9 +48,11 @@ class StageOutput(NamedTuple):
 # --------------------------------------------------------------------------------- build contexts
 @attrs.frozen
 class TextEncoderContext:
-    """Given to a ``text_encoder`` factory."""
+    """Given to a ``text_encoder`` factory. ``recipe_dir``: where relative paths in its options (a
+    weights file) point first, then the working folder (``ganstack.recipe.paths.resolve_recipe_path``)."""
 
     device: str = "cpu"
+    recipe_dir: Path | None = None
 
 
 @attrs.frozen
@@ -125,7 +127,8 @@ class ImportContext:
     An importer turns files made by other code (official checkpoints, Torch7 text encoders) into
     ganstack artefacts. Its options class is its command line: ``ganstack import NAME`` makes a flag
     ``--field-name`` of each attrs field (``metadata={"positional": True}`` for a positional one,
-    ``metadata={"flag": "--netD"}`` to spell the flag otherwise, ``metadata={"doc": ...}`` for its help).
+    ``metadata={"flag": "--netD"}`` to spell the flag otherwise, ``metadata={"doc": ...}`` for its help,
+    ``metadata={"metavar": "FILE.pt"}`` for the value's name in it).
     ``report`` prints a line to the user; a problem the user can fix is raised as a ``UserError``.
     """
 

@@ -147,7 +147,7 @@ def _conditioner_source(resolved: ResolvedRecipe, i: int) -> int:
 
 
 def build_text_encoder(resolved: ResolvedRecipe, device: str = "cpu") -> nn.Module:
-    return _build(resolved, "text_encoder", TextEncoderContext(device=device))
+    return _build(resolved, "text_encoder", TextEncoderContext(device=device, recipe_dir=resolved.base_dir))
 
 
 def build_stack(resolved: ResolvedRecipe, *, device: str = "cpu") -> Stack:

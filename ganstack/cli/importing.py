@@ -43,7 +43,8 @@ def options_parser(prog: str, description: str, options: type) -> argparse.Argum
         doc = str(field.metadata.get("doc", ""))
         kind = _scalar_type(field.type)
         if field.metadata.get("positional"):
-            parser.add_argument(field.name, metavar=field.name.upper(), help=doc, type=kind)
+            parser.add_argument(field.name, metavar=field.metadata.get("metavar") or field.name.upper(), help=doc,
+                                type=kind)
             continue
         has_default = field.default is not attrs.NOTHING
         if kind is bool:
@@ -54,7 +55,7 @@ def options_parser(prog: str, description: str, options: type) -> argparse.Argum
         if has_default and not isinstance(field.default, attrs.Factory) and field.default is not None:
             shown = f" (default: {field.default})"
         parser.add_argument(flag_of(field), dest=field.name, type=kind, default=argparse.SUPPRESS,
-                            required=not has_default, help=doc + shown)
+                            required=not has_default, help=doc + shown, metavar=field.metadata.get("metavar"))
     return parser
 
 

@@ -256,3 +256,17 @@ def build_stackgan(dataset: str, options: StackGANBirdsOptions, ctx: DataContext
         flip=options.flip, embeddings_per_sample=options.embeddings_per_sample,
         fingerprint=cache_key([dataset, split, store.stem.name, attrs.asdict(options)]), skipped=store.skipped,
     )
+
+
+def read_split_text(root: Path, split: str, *, text_dir: str = "text", limit: int | None = None,
+                    dataset: str = "CUB, Oxford-102 or COCO") -> tuple[list[str], list[list[str]], np.ndarray]:
+    """A split's keys, each key's captions and their stored char-CNN-RNN embeddings, without the images,
+    read as training reads them (``ganstack import char-cnn-rnn --verify`` compares the two).
+    ``limit``: the first that many examples only."""
+    split_dir = root / split
+    keys = _keys(split_dir / "filenames.pickle", dataset)
+    embeddings = _embeddings(split_dir / EMBEDDINGS_FILE, dataset, len(keys))
+    if limit is not None:
+        keys, embeddings = keys[:limit], embeddings[:limit]
+    folder = _text_folder(root, StackGANBirdsOptions(root=str(root), text_dir=text_dir), dataset)
+    return keys, _captions(folder, keys, dataset), embeddings

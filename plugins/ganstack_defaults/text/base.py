@@ -12,7 +12,7 @@ from ganstack.interfaces import CaptionDataset
 
 # The registered text encoders that read captions (and so can encode new sentences); named in
 # the messages of the one that cannot.
-CAPTION_ENCODERS: tuple[str, ...] = ("bow", "char-cnn-rnn", "sentence-transformer")
+CAPTION_ENCODERS: tuple[str, ...] = ("bow", "char-cnn-rnn", "sentence-transformer", "reed-char-cnn-rnn")
 
 
 class CaptionEncoder(nn.Module):

@@ -1,5 +1,8 @@
-"""Reed et al.'s hybrid character-level CNN-RNN text encoder (CVPR 2016), the one behind StackGAN's
-precomputed embeddings, to train on one's own captions and to embed new sentences.
+"""A hybrid character-level CNN-RNN text encoder of the family of Reed et al.'s (CVPR 2016), to train
+on one's own captions and to embed new sentences.
+
+It is not Reed's exact network (``torch.nn`` ReLU and recurrent layers; see :mod:`.reed` for his
+pretrained encoders, the ones behind StackGAN's precomputed embeddings) and cannot hold his weights.
 
 Characters are one-hot (or embedded), a stack of 1-D convolutions with max-pooling shortens the
 sequence, a recurrent layer runs over the remaining steps, and the mean of its hidden states is

@@ -1,9 +1,11 @@
-"""The default text encoders: registered under kind ``text_encoder``.
+"""The default text encoders, registered under kind ``text_encoder``, and the importer of Reed's.
 
 - ``precomputed``: the dataset's stored embeddings (the paper's setting);
 - ``bow``: a bag of words (and word n-grams), trained with the generator or fixed;
 - ``char-cnn-rnn``: Reed et al.'s character CNN-RNN (pretrain it with ``ganstack pretrain-encoder``);
-- ``sentence-transformer``: frozen all-MiniLM-L6-v2 from an optional package.
+- ``sentence-transformer``: frozen all-MiniLM-L6-v2 from an optional package;
+- ``reed-char-cnn-rnn``: Reed's pretrained encoders themselves (CUB, Oxford-102, COCO), frozen, from
+  a file written by the ``char-cnn-rnn`` importer (``ganstack import char-cnn-rnn FILE.t7``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from ganstack_defaults.text.bow import BagOfWordsEncoder, BowOptions
 from ganstack_defaults.text.charcnnrnn import CharCnnRnnEncoder, CharCnnRnnOptions
 from ganstack_defaults.text.minilm import MiniLMEncoder, MiniLMOptions
 from ganstack_defaults.text.precomputed import PrecomputedEncoder, PrecomputedOptions
+from ganstack_defaults.text.reed import ReedOptions, build_reed
+from ganstack_defaults.text.reed_import import CharCnnRnnImportOptions, run_char_cnn_rnn_import
 
 
 def build_precomputed(options: PrecomputedOptions, ctx: TextEncoderContext) -> PrecomputedEncoder:
@@ -43,3 +47,5 @@ def register_components(register: Register) -> None:
     register("text_encoder", "bow", build_bow, options=BowOptions)
     register("text_encoder", "char-cnn-rnn", build_char_cnn_rnn, options=CharCnnRnnOptions)
     register("text_encoder", "sentence-transformer", build_sentence_transformer, options=MiniLMOptions)
+    register("text_encoder", "reed-char-cnn-rnn", build_reed, options=ReedOptions)
+    register("importer", "char-cnn-rnn", run_char_cnn_rnn_import, options=CharCnnRnnImportOptions)

@@ -223,6 +223,17 @@ class CaptionDataset(Protocol):
         ...
 
 
+@runtime_checkable
+class EveryCaption(Protocol):
+    """Optional for a :class:`CaptionDataset`: any caption of an example, for evaluation protocols
+    that score every caption (the metrics' ``captions: all``)."""
+
+    def caption_item(self, i: int, caption: int) -> dict[str, Any]:
+        """Example ``i`` as ``__getitem__`` gives it, with its caption number ``caption`` (modulo its
+        caption count) and, where the dataset has embeddings, that caption's embedding alone."""
+        ...
+
+
 class StepState:
     """What a loss sees in one phase of one stage; the trainer fills it in.
 

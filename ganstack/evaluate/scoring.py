@@ -28,14 +28,19 @@ class _RecordingDataset:
     def __len__(self) -> int:
         return len(self._dataset)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = self._dataset[i]
+    def _record(self, item: dict[str, Any]) -> dict[str, Any]:
         if "embedding" in item:
             self._seen[item["caption"]] = torch.as_tensor(item["embedding"])
         return item
 
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self._record(self._dataset[i])
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._dataset, name)
+        value = getattr(self._dataset, name)
+        if name == "caption_item":  # interfaces.EveryCaption: record those embeddings too
+            return lambda i, caption: self._record(value(i, caption))
+        return value
 
 
 class StackSource:

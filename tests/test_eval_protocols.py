@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_fid_inception import file_layout, random_state
 
 from conftest import TINY
 from ganstack.evaluate.protocols import PROTOCOLS
-from test_fid_inception import file_layout, random_state
 
 
 @pytest.fixture(scope="module")

@@ -196,7 +196,7 @@ def _guess(state: dict[str, Tensor], network: InceptionNetwork) -> str:
     return ""
 
 
-def _check_state(state: dict[str, Tensor], net: nn.Module, path: Path, network: InceptionNetwork) -> None:
+def check_state(state: dict[str, Tensor], net: nn.Module, path: Path, network: InceptionNetwork) -> None:
     """Every key and shape of the state dict equals the network's (``num_batches_tracked`` optional)."""
     def relevant(names: object) -> set[str]:
         return {k for k in names if not k.endswith("num_batches_tracked")}  # type: ignore[attr-defined]
@@ -233,7 +233,7 @@ def load_network(name: str, weights: Path, device: torch.device) -> InceptionBac
         raise _weights_error(weights, "are not an Inception-v3 state dict (no 2-d 'fc.weight' entry)", network,
                              _guess(state, network))
     net = network.build(state)
-    _check_state(state, net, weights, network)
+    check_state(state, net, weights, network)
     net.load_state_dict(state, strict=False)  # checked above; only num_batches_tracked may be absent
     return InceptionBackbone(net, network).to(device)
 

@@ -78,7 +78,7 @@ class FidOptions:
     ``stage``: which stage's images are scored, 1-based (null: the last), against real images at
     that stage's resolution; ``seed``: noise seed, batch ``b`` uses ``seed + b``;
     ``cache_dir``: folder caching the real images' statistics, keyed by the weights' sha256, the
-    preprocessing, the dataset and ``n`` (delete it after changing a custom dataset's data)
+    network and its preprocessing, the dataset and ``n`` (delete it after changing a custom dataset's data)
     """
 
     weights: str

@@ -72,6 +72,15 @@ def conv_scopes() -> list[tuple[str, str]]:
 
 @attrs.define(frozen=True, kw_only=True)
 class StackGANInceptionOptions:
+    """Options of ``ganstack import stackgan-inception``.
+
+    ``source``: StackGAN's TF checkpoint (its prefix, e.g. ``birds_valid299/model.ckpt``; reading it
+    needs TensorFlow) or an ``.npz`` of its variables (docs/metrics.md shows the export);
+    ``out``: the state dict to write, the metric's ``weights`` with ``network: stackgan-inception``;
+    ``raw_variables``: take the plain variables rather than their ``ExponentialMovingAverage``
+    copies (which StackGAN's evaluation restores)
+    """
+
     source: str = attrs.field(metadata={"positional": True, "doc": "StackGAN's TF checkpoint (the prefix, e.g. "
                               "birds_valid299/model.ckpt; needs TensorFlow) or an .npz of its variables"})
     out: str = attrs.field(metadata={"doc": "the state dict to write (the metric's `weights` with "

@@ -59,7 +59,8 @@ def test_broken_plugin_does_not_break_listing(site: Path) -> None:
     assert "RuntimeError: boom at import" in failed["broken"]["error"]
     assert failed["broken"]["distribution"] == "ganstack-broken"
     kinds = {c["kind"] for c in data["components"]}
-    assert kinds == {"text_encoder", "conditioner", "generator_stage", "discriminator", "loss", "dataset", "metric"}
+    assert kinds == {"text_encoder", "conditioner", "generator_stage", "discriminator", "loss", "dataset", "metric",
+                     "importer"}
     assert all(c["distribution"] == "ganstack" for c in data["components"] if c["plugin"] != "twin")
     assert "plugin 'broken' failed to load" in proc.stderr  # the warning names it
 

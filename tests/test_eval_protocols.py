@@ -46,7 +46,8 @@ def test_the_cub_protocol_scores_fid_with_pytorch_fids_network_and_records_it(
     assert results["fid/weights_sha256"] == hashlib.sha256(fid_weights.read_bytes()).hexdigest()
     assert "not the released file" in results["fid/note"]  # random weights: not 6726825d...
     assert record["n"] == 4
-    assert record["protocol"]["name"] == "cub" and record["protocol"]["n"] == 30_000
+    assert record["protocol"]["name"] == "cub"
+    assert record["protocol"]["n"] == {"inception-score": 29_330, "fid": 30_000}
     assert record["protocol"]["metrics"]["fid"] == {"network": "pytorch-fid", "split": "test", "captions": "all",
                                                     "stage": None}
     assert "not comparable" in record["protocol"]["note"] and "not comparable" in stdout
@@ -55,11 +56,13 @@ def test_the_cub_protocol_scores_fid_with_pytorch_fids_network_and_records_it(
 
 def test_the_cub_protocol_sets_is_and_fid_as_the_literature_does() -> None:
     cub = PROTOCOLS["cub"]
-    assert cub.n == 30_000
-    assert cub.metrics["inception-score"]["network"] == "stackgan-inception"
-    assert cub.metrics["inception-score"]["splits"] == 10 and cub.metrics["inception-score"]["num_classes"] == 50
-    assert cub.metrics["fid"]["network"] == "pytorch-fid"
-    assert all(m["split"] == "test" and m["captions"] == "all" for m in cub.metrics.values())
+    is_, fid = cub.metrics["inception-score"], cub.metrics["fid"]
+    # IS: StackGAN's CUB model, 10 splits over 10 images per test image's caption (2,933 x 10)
+    assert (is_["network"], is_["splits"], is_["num_classes"], is_["captions"]) == ("stackgan-inception", 10, 50, "first")
+    assert cub.n["inception-score"] == 2_933 * 10
+    # FID: pytorch-fid's network on 30,000 images drawn from every test caption in turn
+    assert (fid["network"], fid["captions"], cub.n["fid"]) == ("pytorch-fid", "all", 30_000)
+    assert is_["split"] == fid["split"] == "test" and is_["stage"] is fid["stage"] is None
 
 
 def test_protocol_errors_are_one_paragraph_with_exit_2(cli, tiny_run: Path, tmp_path: Path) -> None:
@@ -105,3 +108,26 @@ def test_scoped_options_reach_one_metric_without_a_protocol(cli, tiny_run: Path,
     assert code == 0, stdout + err
     record = json.loads(out.read_text())
     assert record["results"]["fid/network"] == "pytorch-fid" and "protocol" not in record
+
+
+def test_a_protocol_scores_each_metric_on_its_own_number_of_images(
+        cli, tiny_run: Path, fid_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import attrs
+
+    small = attrs.evolve(PROTOCOLS["cub"], n={"inception-score": 10, "fid": 3})  # the real ones take hours on a CPU
+    monkeypatch.setitem(PROTOCOLS, "cub", small)
+    is_weights = tmp_path / "stackgan_inception.pt"
+    torch.save(random_state(file_layout(classes=51)), is_weights)
+    out = tmp_path / "eval.json"
+    code, stdout, err = cli("eval", tiny_run, "--protocol", "cub", "--option", f"inception-score.weights={is_weights}",
+                            "--option", f"fid.weights={fid_weights}", "--option", f"cache_dir={tmp_path / 'c'}",
+                            "--out", out)
+    assert code == 0, stdout + err
+    record = json.loads(out.read_text())
+    assert record["n"] == {"inception-score": 10, "fid": 3} and "note" not in record["protocol"]
+    results = record["results"]
+    assert results["inception-score/network"] == "stackgan-inception" and results["fid/network"] == "pytorch-fid"
+    # 10 splits of one image each: each split's score is exp(KL(p || p)) = 1 exactly
+    assert results["inception-score/is_mean"] == pytest.approx(1.0) and results["inception-score/is_std"] < 1e-6
+    assert results["inception-score/weights_sha256"] == hashlib.sha256(is_weights.read_bytes()).hexdigest()
+    assert "10 for inception-score / 3 for fid" in " ".join(stdout.split())

@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=sorted(PROTOCOLS),
                    help="score as the literature does (docs/metrics.md): " + "; ".join(
                        f"{name}: {proto.summary}" for name, proto in sorted(PROTOCOLS.items()))
-                   + ". Sets each metric's network, split, captions and splits and --n; without --metric, "
-                   "runs all of its metrics")
+                   + ". Sets each metric's network, split, captions, splits and number of images; without "
+                   "--metric, runs all of its metrics")
     p.add_argument("--n", type=int, help="images per metric (default: the protocol's, else the recipe's "
                    "evaluation.n)")
     p.add_argument("--inception-weights", metavar="PATH",
@@ -400,22 +400,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = [(comp.type, build_metric(comp, device=str(model.device), path=f"metrics[{j}]", file=str(args.run),
                                         overrides=overrides[comp.type], recipe_dir=resolved.base_dir))
                for j, comp in enumerate(chosen)]
-    n = args.n or (protocol.n if protocol is not None else resolved.recipe.evaluation.n)
-    results = evaluate(model, resolved, metrics, n)
+    counts = {name: args.n or (protocol.n[name] if protocol is not None else resolved.recipe.evaluation.n)
+              for name, _ in metrics}
+    results: dict[str, Any] = {}
+    for count in dict.fromkeys(counts.values()):  # a protocol may score its metrics on different numbers
+        results.update(evaluate(model, resolved, [m for m in metrics if counts[m[0]] == count], count))
+    n: int | dict[str, int] = counts[metrics[0][0]] if len(set(counts.values())) == 1 else counts
     run = Path(args.run)
     out = Path(args.out) if args.out else (run if run.is_dir() else run.parent) / "eval.json"
     record: dict[str, Any] = {"checkpoint": str(args.run), "step": model.step, "n": n, "results": results}
     console = _console()
     if protocol is not None:
         record["protocol"] = protocol.settings()
-        if n != protocol.n:
-            record["protocol"]["note"] = (f"n={n}, not the protocol's {protocol.n}: not comparable with "
-                                          "published scores")
+        changed = {name: count for name, count in counts.items() if count != protocol.n[name]}
+        if changed:
+            record["protocol"]["note"] = (
+                "n=" + ", ".join(f"{count} for {name} (the protocol: {protocol.n[name]})"
+                                 for name, count in changed.items()) + ": not comparable with published scores")
             console.print(f"Note: {record['protocol']['note']}", markup=False)
     write_json(out, record)
     from rich.table import Table
 
-    title = f"evaluation at step {model.step} ({n} images{', ' + protocol.name + ' protocol' if protocol else ''})"
+    images = n if isinstance(n, int) else " / ".join(f"{c} for {name}" for name, c in n.items())
+    title = f"evaluation at step {model.step} ({images} images{', ' + protocol.name + ' protocol' if protocol else ''})"
     table = Table(title=title, title_justify="left")
     table.add_column("value")
     table.add_column("result", justify="right")

@@ -17,36 +17,36 @@ import attrs
 
 @attrs.frozen
 class Protocol:
-    """One preset: ``n`` images per metric, and the options each metric is run with."""
+    """One preset: the options each metric is run with, and how many images each scores (``n``)."""
 
     name: str
     summary: str
-    n: int
+    n: Mapping[str, int]
     metrics: Mapping[str, Mapping[str, Any]]
     weights: Mapping[str, str]  # per metric: the file its `weights` option wants
 
     def settings(self) -> dict[str, Any]:
         """What eval.json records: the protocol and everything it fixed."""
-        return {"name": self.name, "n": self.n, "metrics": {m: dict(o) for m, o in self.metrics.items()}}
+        return {"name": self.name, "n": dict(self.n), "metrics": {m: dict(o) for m, o in self.metrics.items()}}
 
 
 PYTORCH_FID_FILE = "pytorch-fid's pt_inception-2015-12-05-6726825d.pth"
 
 PROTOCOLS: dict[str, Protocol] = {
     "cub": Protocol(
-        "cub", "CUB: StackGAN's fine-tuned Inception for IS, pytorch-fid's for FID, 30,000 images from the "
-        "test captions", n=30_000,
+        "cub", "CUB: IS with StackGAN's fine-tuned Inception on 10 images per test image's caption (29,330), "
+        "FID with pytorch-fid's on 30,000 from every test caption", n={"inception-score": 29_330, "fid": 30_000},
         metrics={
             "inception-score": {"network": "stackgan-inception", "splits": 10, "num_classes": 50,
-                                "split": "test", "captions": "all", "stage": None},
+                                "split": "test", "captions": "first", "stage": None},
             "fid": {"network": "pytorch-fid", "split": "test", "captions": "all", "stage": None},
         },
         weights={"inception-score": "the state dict `ganstack import stackgan-inception` writes from "
                                     "StackGAN's inception_finetuned_models/birds_valid299/model.ckpt",
                  "fid": PYTORCH_FID_FILE}),
     "coco": Protocol(
-        "coco", "COCO: pytorch-fid's ImageNet Inception for IS and FID, 30,000 images from the "
-        "test captions", n=30_000,
+        "coco", "COCO: IS and FID with pytorch-fid's ImageNet Inception, 30,000 images from the test "
+        "captions", n={"inception-score": 30_000, "fid": 30_000},
         metrics={
             "inception-score": {"network": "pytorch-fid", "splits": 10, "num_classes": 1008, "split": "test",
                                 "captions": "all", "stage": None},

@@ -514,3 +514,14 @@ def test_evaluation_remembers_the_embedding_of_each_caption_it_reads() -> None:
     view[0]
     assert seen["image 1 caption 2"].tolist() == [10.0, 11.0]
     assert seen["image 0 caption 0"].tolist() == [1.0, 2.0]  # a plain read averages embeddings_per_sample (2)
+
+
+def test_pytorch_fids_file_under_another_network_is_noted(weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ganstack_defaults.metrics import inception
+
+    data = FakeDataset(4)
+    metric = FrechetInceptionDistance(FidOptions(weights=str(weights), cache_dir=str(weights.parent / "c")), "cpu",
+                                      load_backbone=tiny_loader(TinyBackbone()))
+    assert "note" not in metric.evaluate(FakeSource(data), n=4)  # a torchvision file under torchvision
+    monkeypatch.setattr(inception, "PUBLISHED_FID_SHA256_PREFIX", metric.weights_sha256[:8])  # as if released
+    assert "set network: pytorch-fid" in metric.evaluate(FakeSource(data), n=4)["note"]

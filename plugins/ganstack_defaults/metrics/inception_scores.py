@@ -18,11 +18,11 @@ from torch import Tensor, nn
 
 from ganstack.errors import DataError, UserError
 from ganstack.interfaces import CaptionDataset, ImageSource
+from ganstack_defaults.metrics import inception
 from ganstack_defaults.metrics.cache import cache_file, load_entry, save_entry, sha256_file
 from ganstack_defaults.metrics.formulas import FeatureMoments, frechet_distance, inception_score
 from ganstack_defaults.metrics.inception import (
     NETWORKS,
-    PUBLISHED_FID_SHA256_PREFIX,
     BackboneLoader,
     check_weights_file,
     network_loader,
@@ -113,9 +113,13 @@ class _InceptionJudged:
         """What is recorded with a score: the network, its weights' hash, and a warning where the
         ``pytorch-fid`` file is not the released one (its scores then do not compare with papers')."""
         out = {"network": self.network.name, "weights_sha256": self.weights_sha256}
-        if self.network.name == "pytorch-fid" and not self.weights_sha256.startswith(PUBLISHED_FID_SHA256_PREFIX):
+        published = self.weights_sha256.startswith(inception.PUBLISHED_FID_SHA256_PREFIX)
+        if self.network.name == "pytorch-fid" and not published:
             out["note"] = (f"these pytorch-fid weights are not the released file (its sha256 begins "
-                           f"{PUBLISHED_FID_SHA256_PREFIX}): not comparable with published scores")
+                           f"{inception.PUBLISHED_FID_SHA256_PREFIX}): not comparable with published scores")
+        elif self.network.name != "pytorch-fid" and published:
+            out["note"] = (f"pytorch-fid's weights judged by the `{self.network.name}` network, which pools "
+                           "differently: set network: pytorch-fid to score as the papers do")
         return out
 
     def judge(self, images: Tensor) -> tuple[Tensor, Tensor]:

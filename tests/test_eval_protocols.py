@@ -58,7 +58,7 @@ def test_the_cub_protocol_sets_is_and_fid_as_the_literature_does() -> None:
     cub = PROTOCOLS["cub"]
     is_, fid = cub.metrics["inception-score"], cub.metrics["fid"]
     # IS: StackGAN's CUB model, 10 splits over 10 images per test image's caption (2,933 x 10)
-    assert (is_["network"], is_["splits"], is_["num_classes"], is_["captions"]) == ("stackgan-inception", 10, 50, "first")
+    assert (is_["network"], is_["splits"], is_["num_classes"], is_["captions"]) == ("stackgan-inception", 10, 50, "single")
     assert cub.n["inception-score"] == 2_933 * 10
     # FID: pytorch-fid's network on 30,000 images drawn from every test caption in turn
     assert (fid["network"], fid["captions"], cub.n["fid"]) == ("pytorch-fid", "all", 30_000)

@@ -471,8 +471,13 @@ def test_captions_all_scores_every_caption_of_every_example_once() -> None:
         "image 0 caption 1", "image 1 caption 1", "image 2 caption 1", "image 0 caption 0"]
     assert [it["index"] for it in items] == [0, 1, 2, 0, 1, 2, 0]
     assert items[4]["embedding"].tolist() == [6.0, 7.0]  # caption 1 of image 1: its own embedding
-    first = [it["caption"] for _, batch in item_batches(data, 4, 4, "test", "first") for it in batch]
-    assert first == ["image 0 caption 0", "image 1 caption 0", "image 2 caption 0", "image 0 caption 0"]
+    first = [it for _, batch in item_batches(data, 4, 4, "test", "first") for it in batch]
+    assert [it["caption"] for it in first] == ["image 0 caption 0", "image 1 caption 0", "image 2 caption 0",
+                                               "image 0 caption 0"]
+    assert first[1]["embedding"].tolist() == [5.0, 6.0]  # the split's item: embeddings 0 and 1 averaged
+    single = [it for _, batch in item_batches(data, 4, 4, "test", "single") for it in batch]
+    assert [it["caption"] for it in single] == [it["caption"] for it in first]
+    assert single[1]["embedding"].tolist() == [4.0, 5.0]  # caption 0's own embedding
     with pytest.raises(UserError, match="caption_item") as err:
         next(item_batches(FakeDataset(3), 3, 3, "test", "all"))
     assert err.value.path == "captions"

@@ -38,7 +38,7 @@ PROTOCOLS: dict[str, Protocol] = {
         "FID with pytorch-fid's on 30,000 from every test caption", n={"inception-score": 29_330, "fid": 30_000},
         metrics={
             "inception-score": {"network": "stackgan-inception", "splits": 10, "num_classes": 50,
-                                "split": "test", "captions": "first", "stage": None},
+                                "split": "test", "captions": "single", "stage": None},
             "fid": {"network": "pytorch-fid", "split": "test", "captions": "all", "stage": None},
         },
         weights={"inception-score": "the state dict `ganstack import stackgan-inception` writes from "

@@ -47,7 +47,8 @@ class InceptionScoreOptions:
     reported (10 in the paper); ``batch_size``: images generated and judged at a time;
     ``num_classes``: the number of classes scored, checked (null: read from the file's ``fc``
     layer; a background class is not counted); ``split``: the split whose captions drive
-    generation; ``captions``: ``first`` (each example's own caption) or ``all`` (position ``i``
+    generation; ``captions``: ``first`` (each example's caption as the split gives it),
+    ``single`` (its first caption with that caption's own embedding) or ``all`` (position ``i``
     takes caption ``i // len`` of example ``i % len``: every caption once); ``stage``: which
     stage's images are scored, 1-based (null: the last); ``seed``: noise seed, batch ``b`` uses
     ``seed + b``, so a stack's score repeats
@@ -74,7 +75,7 @@ class FidOptions:
     ``pt_inception-2015-12-05-6726825d.pth``, the network of the published FIDs; docs/metrics.md);
     ``batch_size``: images generated and judged at a time; ``split``: the split whose first ``n``
     positions give both the captions to generate from and the real images to compare with (each
-    real image counted once); ``captions``: ``first`` or ``all``, as for ``inception-score``;
+    real image counted once); ``captions``: ``first``, ``single`` or ``all``, as for ``inception-score``;
     ``stage``: which stage's images are scored, 1-based (null: the last), against real images at
     that stage's resolution; ``seed``: noise seed, batch ``b`` uses ``seed + b``;
     ``cache_dir``: folder caching the real images' statistics, keyed by the weights' sha256, the

@@ -8,11 +8,16 @@ Which caption a position reads is the metric's ``captions`` option (:data:`CAPTI
 
 - ``first``: position ``i`` is example ``i % len`` with the caption the split gives it (for the
   default datasets, its first); past the split's end the examples repeat with new noise.
+- ``single``: position ``i`` is example ``i % len`` with its first caption alone and, where the
+  dataset has embeddings, that caption's own embedding (``first`` averages the first
+  ``embeddings_per_sample`` of them where that option is above 1): StackGAN's evaluation, one
+  caption per test image drawn again with new noise past the split's end.
 - ``all``: position ``i`` is example ``i % len`` with its caption number ``i // len`` (cycling
-  through its captions), so ``n = len * captions`` scores every caption once -- the literature's
-  "one image per test caption" (CUB: 2,933 test images x 10 captions = 29,330). It needs a
-  dataset with ``caption_item`` (:class:`ganstack.interfaces.EveryCaption`); the default
-  datasets have it.
+  through its captions), so ``n = len * captions`` scores every caption once (CUB: 2,933 test
+  images x 10 captions = 29,330).
+
+``single`` and ``all`` need a dataset with ``caption_item``
+(:class:`ganstack.interfaces.EveryCaption`); the default datasets have it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from torch import Tensor
 from ganstack.errors import DataError, UserError
 from ganstack.interfaces import CaptionDataset, EveryCaption, ImageSource
 
-CAPTION_MODES = ("first", "all")
+CAPTION_MODES = ("first", "single", "all")
 
 
 def pick_stage(per_stage: Sequence[Tensor], stage: int | None) -> Tensor:
@@ -56,15 +61,15 @@ def item_batches(dataset: CaptionDataset, n: int, batch_size: int, split: str,
     if captions not in CAPTION_MODES:
         raise UserError(f"captions must be one of {', '.join(CAPTION_MODES)}, not '{captions}'", path="captions",
                         fix="write `captions: all` to score every caption of each example, or `first`")
-    if captions == "all" and not isinstance(dataset, EveryCaption):
-        raise UserError(f"`captions: all` needs a dataset that gives each caption of an example; "
+    if captions != "first" and not isinstance(dataset, EveryCaption):
+        raise UserError(f"`captions: {captions}` needs a dataset that gives any caption of an example; "
                         f"{type(dataset).__name__} has no caption_item method", path="captions",
                         fix="use `captions: first`, or give the dataset a caption_item(index, caption) method")
 
     def item(i: int) -> dict[str, Any]:
-        if captions == "all":
-            return dataset.caption_item(i % size, i // size)  # type: ignore[attr-defined]
-        return dataset[i % size]
+        if captions == "first":
+            return dataset[i % size]
+        return dataset.caption_item(i % size, 0 if captions == "single" else i // size)  # type: ignore[attr-defined]
 
     def batches() -> Iterator[tuple[range, list[dict[str, Any]]]]:
         for start in range(0, n, batch_size):

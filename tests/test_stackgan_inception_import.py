@@ -120,3 +120,13 @@ def test_import_errors_are_user_errors(checkpoint, tmp_path: Path, capsys) -> No
     np.savez(other, weights=np.zeros(3))
     assert main(["import", "stackgan-inception", str(other), "--out", str(tmp_path / "z.pt")]) == 2
     assert "conv0/weights" in capsys.readouterr().err
+
+
+def test_a_leading_scope_is_accepted(checkpoint, tmp_path: Path) -> None:
+    path, tf = checkpoint
+    scoped = tmp_path / "scoped.npz"
+    np.savez(scoped, **{f"tower_0/{k}": v for k, v in tf.items()})
+    out = tmp_path / "scoped.pt"
+    assert main(["import", "stackgan-inception", str(scoped), "--out", str(out)]) == 0
+    assert torch.equal(torch.load(out, weights_only=True)["fc.bias"],
+                       torch.from_numpy(tf["logits/logits/biases/ExponentialMovingAverage"]))

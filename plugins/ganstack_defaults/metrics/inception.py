@@ -30,7 +30,7 @@ part of every cache key and recorded with the score):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import attrs
@@ -198,8 +198,8 @@ def _guess(state: dict[str, Tensor], network: InceptionNetwork) -> str:
 
 def check_state(state: dict[str, Tensor], net: nn.Module, path: Path, network: InceptionNetwork) -> None:
     """Every key and shape of the state dict equals the network's (``num_batches_tracked`` optional)."""
-    def relevant(names: object) -> set[str]:
-        return {k for k in names if not k.endswith("num_batches_tracked")}  # type: ignore[attr-defined]
+    def relevant(names: Iterable[str]) -> set[str]:
+        return {k for k in names if not k.endswith("num_batches_tracked")}
 
     expected = net.state_dict()
     missing = sorted(relevant(expected) - relevant(state))

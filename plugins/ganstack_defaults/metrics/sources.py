@@ -1,8 +1,9 @@
 """How metrics draw from an :class:`~ganstack.interfaces.ImageSource`: captions, stages, batches.
 
 Shared by every metric so that "which images are scored" means the same thing everywhere: the
-first ``n`` positions of a split, one image per position, from the last stage unless the metric's ``stage`` option (1-based) names another. Batch ``b`` of
-a metric is generated with ``seed + b``, so a metric's numbers repeat for a given stack.
+first ``n`` positions of a split, one image per position, from the last stage unless the
+metric's ``stage`` option (1-based) names another. Batch ``b`` of a metric is generated with
+``seed + b``, so a metric's numbers repeat for a given stack.
 
 Which caption a position reads is the metric's ``captions`` option (:data:`CAPTION_MODES`):
 

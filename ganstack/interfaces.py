@@ -286,3 +286,11 @@ class Metric(Protocol):
     or strings (a weights file's hash, recorded with the score)."""
 
     def evaluate(self, source: ImageSource, n: int) -> dict[str, float | str]: ...
+
+
+@runtime_checkable
+class PreparedMetric(Protocol):
+    """Optional for a :class:`Metric`: ``prepare()`` loads what it needs (a weights file, a judge)
+    so that a wrong file stops an evaluation before any image is generated for any metric."""
+
+    def prepare(self) -> None: ...

@@ -90,6 +90,7 @@ def test_a_foreign_weights_file_under_the_protocol_is_a_user_error(cli, tiny_run
     assert code == 2, stdout + err
     text = " ".join(err.split())
     assert "do not fit the `pytorch-fid` network" in text and str(imagenet) in text
+    assert "fid.weights" in text  # checked before any image is generated, named by metric
     assert "network `torchvision`" in text and "Traceback" not in err
     assert len([line for line in err.strip().splitlines() if not line.strip()]) == 0  # one paragraph
     junk = tmp_path / "junk.pth"
@@ -131,3 +132,31 @@ def test_a_protocol_scores_each_metric_on_its_own_number_of_images(
     assert results["inception-score/is_mean"] == pytest.approx(1.0) and results["inception-score/is_std"] < 1e-6
     assert results["inception-score/weights_sha256"] == hashlib.sha256(is_weights.read_bytes()).hexdigest()
     assert "10 for inception-score / 3 for fid" in " ".join(stdout.split())
+
+
+def test_every_metric_is_prepared_before_any_generates() -> None:
+    from ganstack.errors import UserError
+    from ganstack.evaluate.scoring import prepare_metrics
+    from ganstack.interfaces import PreparedMetric
+
+    calls: list[str] = []
+
+    class Fine:
+        def prepare(self) -> None:
+            calls.append("fine.prepare")
+
+        def evaluate(self, source, n):  # pragma: no cover - never reached
+            calls.append("fine.evaluate")
+            return {}
+
+    class WrongFile:
+        def prepare(self) -> None:
+            raise UserError("the Inception weights x.pt do not fit", path="weights", fix="pass the right file")
+
+        def evaluate(self, source, n):  # pragma: no cover - never reached
+            return {}
+
+    assert isinstance(WrongFile(), PreparedMetric)
+    with pytest.raises(UserError) as err:
+        prepare_metrics([("inception-score", Fine()), ("fid", WrongFile())])
+    assert err.value.path == "fid.weights" and calls == ["fine.prepare"]

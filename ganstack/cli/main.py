@@ -390,7 +390,7 @@ def _eval_plan(args: argparse.Namespace, resolved: Any) -> tuple[list[Any], dict
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ganstack.evaluate.scoring import build_metric, evaluate
+    from ganstack.evaluate.scoring import build_metric, evaluate, prepare_metrics
     from ganstack.run_folder.record import write_json
     from ganstack.sample.draw import load
 
@@ -402,6 +402,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                for j, comp in enumerate(chosen)]
     counts = {name: args.n or (protocol.n[name] if protocol is not None else resolved.recipe.evaluation.n)
               for name, _ in metrics}
+    prepare_metrics(metrics)  # every weights file is checked before the first metric generates
     results: dict[str, Any] = {}
     for count in dict.fromkeys(counts.values()):  # a protocol may score its metrics on different numbers
         results.update(evaluate(model, resolved, [m for m in metrics if counts[m[0]] == count], count))

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ganstack.errors import PluginError, UserError
-from ganstack.interfaces import CaptionDataset, MetricContext
+from ganstack.interfaces import CaptionDataset, MetricContext, PreparedMetric
 from ganstack.recipe.resolve import ResolvedRecipe, structure
 from ganstack.recipe.schema import Component
 from ganstack.sample.draw import TextToImage
@@ -98,9 +98,22 @@ def build_metric(component: Component, *, device: str, path: str, file: str | No
                         fix=exc.fix) from None
 
 
+def prepare_metrics(metrics: Sequence[tuple[str, Any]]) -> None:
+    """Let each metric load what it needs first (:class:`PreparedMetric`): a wrong weights file then
+    stops the evaluation before hours of generating for the metrics before it."""
+    for name, metric in metrics:
+        if isinstance(metric, PreparedMetric):
+            try:
+                metric.prepare()
+            except UserError as exc:
+                raise type(exc)(exc.message, file=exc.file, path=f"{name}.{exc.path}" if exc.path else name,
+                                fix=exc.fix) from None
+
+
 def evaluate(model: TextToImage, resolved: ResolvedRecipe, metrics: Sequence[tuple[str, Any]],
              n: int) -> dict[str, float | str]:
     """Run each ``(name, metric)`` on ``n`` images; values are keyed ``name/value``."""
+    prepare_metrics(metrics)
     source = StackSource(model, resolved)
     results: dict[str, float | str] = {}
     was_training = model.stack.training

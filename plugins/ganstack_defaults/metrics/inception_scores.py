@@ -123,10 +123,15 @@ class _InceptionJudged:
                            "differently: set network: pytorch-fid to score as the papers do")
         return out
 
-    def judge(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """(logits, pool features) of images in [-1, 1]."""
+    def prepare(self) -> None:
+        """Load and check the weights once (the metric is built without reading them)."""
         if self._backbone is None:
             self._backbone = self._load_backbone(self.weights, self.device)
+
+    def judge(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits, pool features) of images in [-1, 1]."""
+        self.prepare()
+        assert self._backbone is not None
         with torch.no_grad():
             return self._backbone(images.to(self.device))
 

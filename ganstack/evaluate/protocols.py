@@ -16,7 +16,7 @@ import attrs
 
 
 @attrs.frozen
-class Protocol:
+class EvaluationProtocol:
     """One preset: the options each metric is run with, and how many images each scores (``n``)."""
 
     name: str
@@ -32,8 +32,8 @@ class Protocol:
 
 PYTORCH_FID_FILE = "pytorch-fid's pt_inception-2015-12-05-6726825d.pth"
 
-PROTOCOLS: dict[str, Protocol] = {
-    "cub": Protocol(
+PROTOCOLS: dict[str, EvaluationProtocol] = {
+    "cub": EvaluationProtocol(
         "cub", "CUB: IS with StackGAN's fine-tuned Inception on 10 images per test image's caption (29,330), "
         "FID with pytorch-fid's on 30,000 from every test caption", n={"inception-score": 29_330, "fid": 30_000},
         metrics={
@@ -44,7 +44,7 @@ PROTOCOLS: dict[str, Protocol] = {
         weights={"inception-score": "the state dict `ganstack import stackgan-inception` writes from "
                                     "StackGAN's inception_finetuned_models/birds_valid299/model.ckpt",
                  "fid": PYTORCH_FID_FILE}),
-    "coco": Protocol(
+    "coco": EvaluationProtocol(
         "coco", "COCO: IS and FID with pytorch-fid's ImageNet Inception, 30,000 images from the test "
         "captions", n={"inception-score": 30_000, "fid": 30_000},
         metrics={

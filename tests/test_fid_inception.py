@@ -230,3 +230,19 @@ def test_tensorflow_variables_are_pointed_to_the_converter(tmp_path: Path) -> No
     torch.save({"conv0/weights": torch.zeros(3, 3, 3, 32), "fc.weight": torch.zeros(51, 2048)}, path)
     with pytest.raises(UserError, match="ganstack import stackgan-inception"):
         load_network("stackgan-inception", path, CPU)
+
+
+def test_pool3_equals_pytorch_fids_own_code_where_it_is_installed(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An end-to-end check against pytorch-fid itself (not a dependency: skipped without it)."""
+    reference = pytest.importorskip("pytorch_fid.inception")
+    state = random_state(file_layout(), seed=3)
+    path = tmp_path / "pt_inception.pth"
+    torch.save(state, path)
+    monkeypatch.setattr(reference, "load_state_dict_from_url", lambda *a, **k: dict(state))  # no download
+    theirs = reference.InceptionV3([3]).eval()
+    levels = torch.randint(0, 256, (3, 3, 64, 64), generator=torch.Generator().manual_seed(0)).float()
+    with torch.no_grad():
+        expected = theirs(levels / 255)[0].flatten(1)  # it reads PNGs as [0, 1]
+    _, pool = load_network("pytorch-fid", path, CPU)(levels / 127.5 - 1)
+    assert torch.allclose(pool, expected, atol=1e-6)

@@ -241,6 +241,17 @@ class CaptionDataset(Protocol):
         ...
 
 
+@runtime_checkable
+class EveryCaption(Protocol):
+    """Optional for a :class:`CaptionDataset`: any caption of an example, for evaluation protocols
+    that score every caption (the metrics' ``captions: all``)."""
+
+    def caption_item(self, i: int, caption: int) -> dict[str, Any]:
+        """Example ``i`` as ``__getitem__`` gives it, with its caption number ``caption`` (modulo its
+        caption count) and, where the dataset has embeddings, that caption's embedding alone."""
+        ...
+
+
 class StepState:
     """What a loss sees in one phase of one stage; the trainer fills it in.
 
@@ -293,3 +304,11 @@ class Metric(Protocol):
     or strings (a weights file's hash, recorded with the score)."""
 
     def evaluate(self, source: ImageSource, n: int) -> dict[str, float | str]: ...
+
+
+@runtime_checkable
+class PreparedMetric(Protocol):
+    """Optional for a :class:`Metric`: ``prepare()`` loads what it needs (a weights file, a judge)
+    so that a wrong file stops an evaluation before any image is generated for any metric."""
+
+    def prepare(self) -> None: ...

@@ -16,6 +16,7 @@ from ganstack.errors import DataError, UserError
 from ganstack.interfaces import DataContext, Metric, MetricContext
 from ganstack.testing import metric_context
 from ganstack.train.encoder_pretraining import PretrainOptions, pretrain_and_save
+from ganstack_defaults.data.dataset import CaptionImageDataset
 from ganstack_defaults.metrics.formulas import FeatureMoments, frechet_distance, inception_score
 from ganstack_defaults.metrics.inception import INPUT_SIZE, load_inception, preprocess
 from ganstack_defaults.metrics.inception_scores import (
@@ -24,6 +25,7 @@ from ganstack_defaults.metrics.inception_scores import (
     InceptionScore,
     InceptionScoreOptions,
 )
+from ganstack_defaults.metrics.sources import item_batches
 from ganstack_defaults.shapes import scenes as shapes
 from ganstack_defaults.shapes.alignment import (
     SPLITS,
@@ -432,3 +434,100 @@ def test_r_precision_with_a_pretrained_encoder_pair(tmp_path: Path) -> None:
     with pytest.raises(UserError) as err:
         entry.factory(entry.options(encoder_checkpoint=str(tmp_path / "none.pt")), MetricContext())
     assert err.value.path == "encoder_checkpoint"
+
+
+# ---------------------------------------------------------- closed forms, every caption
+def test_frechet_distance_of_non_commuting_2x2_gaussians_matches_the_closed_form() -> None:
+    # for 2x2 PSD A, B: tr sqrt(AB) = sqrt(tr(AB) + 2 sqrt(det A det B)), since AB has eigenvalues
+    # l1, l2 >= 0 with l1 + l2 = tr(AB) and l1 l2 = det(A) det(B)
+    a = np.array([[2.0, 0.6], [0.6, 1.0]])
+    b = np.array([[1.0, -0.4], [-0.4, 3.0]])
+    mu1, mu2 = np.array([0.5, -1.0]), np.array([2.0, 1.0])
+    tr_sqrt = math.sqrt(np.trace(a @ b) + 2 * math.sqrt(np.linalg.det(a) * np.linalg.det(b)))
+    expected = 1.5 ** 2 + 2.0 ** 2 + np.trace(a) + np.trace(b) - 2 * tr_sqrt
+    assert not np.allclose(a @ b, b @ a)  # the covariances do not share eigenvectors
+    assert frechet_distance(mu1, a, mu2, b) == pytest.approx(expected, rel=1e-12)
+
+
+def test_inception_score_of_two_confident_halves_matches_the_hand_computation() -> None:
+    probs = torch.tensor([[0.9, 0.1], [0.1, 0.9]], dtype=torch.float64).repeat(3, 1)  # marginal (0.5, 0.5)
+    kl = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)
+    mean, std = inception_score(probs, splits=3)
+    assert mean == pytest.approx(math.exp(kl), rel=1e-12) and std == pytest.approx(0.0, abs=1e-12)
+
+
+def _captioned(n: int, captions: int, embeddings: bool) -> CaptionImageDataset:
+    images = [np.full((8, 8, 3), 10 * i, dtype=np.uint8) for i in range(n)]
+    texts = [[f"image {i} caption {j}" for j in range(captions)] for i in range(n)]
+    emb = np.arange(n * captions * 2, dtype=np.float32).reshape(n, captions, 2) if embeddings else None
+    return CaptionImageDataset(images=images, captions=texts, class_ids=[-1] * n, resolutions=(8,), train=False,
+                               embeddings=emb, embeddings_per_sample=2)
+
+
+def test_captions_all_scores_every_caption_of_every_example_once() -> None:
+    data = _captioned(3, 2, embeddings=True)
+    items = [it for _, batch in item_batches(data, 7, 4, "test", "all") for it in batch]
+    assert [it["caption"] for it in items] == [
+        "image 0 caption 0", "image 1 caption 0", "image 2 caption 0",
+        "image 0 caption 1", "image 1 caption 1", "image 2 caption 1", "image 0 caption 0"]
+    assert [it["index"] for it in items] == [0, 1, 2, 0, 1, 2, 0]
+    assert items[4]["embedding"].tolist() == [6.0, 7.0]  # caption 1 of image 1: its own embedding
+    first = [it for _, batch in item_batches(data, 4, 4, "test", "first") for it in batch]
+    assert [it["caption"] for it in first] == ["image 0 caption 0", "image 1 caption 0", "image 2 caption 0",
+                                               "image 0 caption 0"]
+    assert first[1]["embedding"].tolist() == [5.0, 6.0]  # the split's item: embeddings 0 and 1 averaged
+    single = [it for _, batch in item_batches(data, 4, 4, "test", "single") for it in batch]
+    assert [it["caption"] for it in single] == [it["caption"] for it in first]
+    assert single[1]["embedding"].tolist() == [4.0, 5.0]  # caption 0's own embedding
+    with pytest.raises(UserError, match="caption_item") as err:
+        next(item_batches(FakeDataset(3), 3, 3, "test", "all"))
+    assert err.value.path == "captions"
+
+
+def test_fid_with_every_caption_generates_from_each_and_counts_each_real_image_once(weights: Path,
+                                                                                    tmp_path: Path) -> None:
+    data = _captioned(3, 2, embeddings=False)
+    asked: list[str] = []
+
+    class Source:
+        def generate(self, captions: list[str], seed: int = 0) -> list[Tensor]:
+            asked.extend(captions)
+            return [torch.stack([data[int(c.split()[1])]["images"][0] for c in captions])]
+
+        def dataset(self, split: str) -> CaptionImageDataset:
+            return data
+
+    backbone = TinyBackbone()
+    opts = FidOptions(weights=str(weights), captions="all", batch_size=4, cache_dir=str(tmp_path))
+    result = FrechetInceptionDistance(opts, "cpu", load_backbone=tiny_loader(backbone)).evaluate(Source(), n=6)
+    assert sorted(asked) == sorted(c for i in range(3) for c in (f"image {i} caption 0", f"image {i} caption 1"))
+    assert len(backbone.sizes) == 1 + 2  # the 3 real images once (in the first batch), 2 generated batches
+    real = torch.stack([data[i]["images"][0] for i in range(3)])
+    with torch.no_grad():
+        real_f = backbone(real)[1].double().numpy()
+        fake_f = backbone(torch.cat([real, real]))[1].double().numpy()  # each caption draws its own image here
+    expected = frechet_distance(fake_f.mean(0), np.cov(fake_f, rowvar=False), real_f.mean(0),
+                                np.cov(real_f, rowvar=False))
+    assert result["fid"] == pytest.approx(expected, rel=1e-6) and result["network"] == "torchvision"
+
+
+def test_evaluation_remembers_the_embedding_of_each_caption_it_reads() -> None:
+    from ganstack.evaluate.scoring import _RecordingDataset  # how eval generates from stored embeddings
+
+    seen: dict[str, Tensor] = {}
+    view = _RecordingDataset(_captioned(2, 3, embeddings=True), seen)
+    view.caption_item(1, 2)
+    view[0]
+    assert seen["image 1 caption 2"].tolist() == [10.0, 11.0]
+    assert seen["image 0 caption 0"].tolist() == [1.0, 2.0]  # a plain read averages embeddings_per_sample (2)
+
+
+def test_pytorch_fids_file_under_another_network_is_noted(weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ganstack_defaults.metrics import inception
+
+    data = FakeDataset(4)
+    metric = FrechetInceptionDistance(FidOptions(weights=str(weights), cache_dir=str(weights.parent / "c")), "cpu",
+                                      load_backbone=tiny_loader(TinyBackbone()))
+    assert "note" not in metric.evaluate(FakeSource(data), n=4)  # a torchvision file under torchvision
+    monkeypatch.setattr(inception, "PUBLISHED_FID_SHA256_PREFIX", metric.weights_sha256[:8])  # as if released
+    assert "set network: pytorch-fid" in metric.evaluate(FakeSource(data), n=4)["note"]

@@ -119,18 +119,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--no-ema", action="store_true", help="use the trained weights even where the run kept an EMA")
 
+    from ganstack.evaluate.protocols import PROTOCOLS
+
     p = sub.add_parser("eval", help="score a trained run with metric plugins",
                        description="Score a run folder or checkpoint with metrics (default: the recipe's "
-                       "evaluation.metrics). Prints a table and writes eval.json beside the checkpoint "
-                       "(or to --out). Nothing downloads: Inception weights are a file you pass.")
+                       "evaluation.metrics, or the --protocol's). Prints a table and writes eval.json beside the "
+                       "checkpoint (or to --out), each score with the network and weights hash that gave it. "
+                       "Nothing downloads: Inception weights are a file you pass.")
     p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run folder or a .pt checkpoint")
     p.add_argument("--metric", action="append", default=[], metavar="NAME",
                    help="a registered metric (repeatable): inception-score, fid, shapes-alignment, r-precision, ...")
-    p.add_argument("--n", type=int, help="images per metric (default: the recipe's evaluation.n)")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS),
+                   help="score as the literature does (docs/metrics.md): " + "; ".join(
+                       f"{name}: {proto.summary}" for name, proto in sorted(PROTOCOLS.items()))
+                   + ". Sets each metric's network, split, captions, splits and number of images; without "
+                   "--metric, runs all of its metrics")
+    p.add_argument("--n", type=int, help="images per metric (default: the protocol's, else the recipe's "
+                   "evaluation.n)")
     p.add_argument("--inception-weights", metavar="PATH",
-                   help="torchvision Inception-v3 state dict (or a fine-tuned one) for inception-score and fid")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="set an option on every chosen metric that has it, e.g. --option split=holdout")
+                   help="the Inception state dict for inception-score and fid (both); give one metric its own "
+                   "file with --option fid.weights=PATH")
+    p.add_argument("--option", action="append", default=[], metavar="[METRIC.]KEY=VALUE",
+                   help="set an option on every chosen metric that has it (--option split=holdout), or on one "
+                   "(--option fid.network=pytorch-fid)")
     p.add_argument("--out", help="where to write eval.json (default: beside the checkpoint)")
     _add_device(p)
 
@@ -403,45 +414,113 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _metric_options(assignments: Sequence[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``--option`` values: those for every metric, and those for one (``METRIC.KEY=VALUE``)."""
     import yaml
 
-    from ganstack.evaluate.scoring import build_metric, evaluate
+    common: dict[str, Any] = {}
+    scoped: dict[str, dict[str, Any]] = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--option '{assignment}' is not KEY=VALUE", path="--option",
+                            fix="write e.g. --option split=holdout or --option fid.weights=FILE")
+        metric, dot, name = key.strip().rpartition(".")
+        (scoped.setdefault(metric, {}) if dot else common)[name] = yaml.safe_load(raw)
+    return common, scoped
+
+
+def _eval_plan(args: argparse.Namespace, resolved: Any) -> tuple[list[Any], dict[str, dict[str, Any]], Any]:
+    """The metric components to build, the options each gets on top of its own, and the protocol."""
+    from ganstack.evaluate.protocols import PROTOCOLS
     from ganstack.recipe.schema import Component
+
+    common, scoped = _metric_options(args.option)
+    if args.inception_weights:
+        common["weights"] = args.inception_weights
+    protocol = PROTOCOLS[args.protocol] if args.protocol else None
+    in_recipe = {c.type: c for c in resolved.recipe.evaluation.metrics}
+    if protocol is not None:
+        names = list(dict.fromkeys(args.metric)) or list(protocol.metrics)
+        outside = [m for m in names if m not in protocol.metrics]
+        if outside:
+            raise UserError(f"the {protocol.name} protocol does not define '{outside[0]}' (it scores "
+                            f"{', '.join(protocol.metrics)})", path="--metric",
+                            fix=f"drop --metric {outside[0]}, or score it in a run without --protocol")
+        chosen = [in_recipe.get(name, Component(name, {})) for name in names]
+    else:
+        chosen = [Component(name, {}) for name in args.metric] or list(resolved.recipe.evaluation.metrics)
+    if not chosen:
+        raise UserError("no metric to run", fix="name one with --metric (`ganstack plugins` lists them), add "
+                        "evaluation.metrics to the recipe, or score by a --protocol")
+    unknown = sorted(set(scoped) - {c.type for c in chosen})
+    if unknown:
+        raise UserError(f"--option {unknown[0]}.KEY names no chosen metric (chosen: "
+                        f"{', '.join(c.type for c in chosen)})", path="--option",
+                        fix="prefix the key with a metric being run, or choose that metric with --metric")
+    overrides: dict[str, dict[str, Any]] = {}
+    for comp in chosen:
+        given = {**common, **scoped.get(comp.type, {})}
+        if protocol is not None:
+            fixed = protocol.metrics[comp.type]
+            for key, value in given.items():
+                if key in fixed and value != fixed[key]:
+                    raise UserError(f"--option {key}={value} changes what the {protocol.name} protocol fixes for "
+                                    f"{comp.type} ({key}={fixed[key]})", path="--option",
+                                    fix="drop that option to score by the protocol, or drop --protocol to score "
+                                    "with other settings")
+            given = {**given, **fixed}
+            own = comp.options if isinstance(comp.options, dict) else {}
+            if "weights" not in given and "weights" not in own and not hasattr(comp.options, "weights"):
+                raise UserError(f"the {protocol.name} protocol's {comp.type} needs its weights file: "
+                                f"{protocol.weights[comp.type]}", path="--option",
+                                fix=f"pass it with --option {comp.type}.weights=PATH (nothing is downloaded; "
+                                "docs/metrics.md says where each file comes from)")
+        overrides[comp.type] = given
+    return chosen, overrides, protocol
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ganstack.evaluate.scoring import build_metric, evaluate, prepare_metrics
     from ganstack.run_folder.record import write_json
     from ganstack.sample.draw import load
 
     model = load(args.run, device=args.device)
     resolved = model.resolved
-    extra: dict[str, Any] = {}
-    for assignment in args.option:
-        key, sep, raw = assignment.partition("=")
-        if not sep:
-            raise UserError(f"--option '{assignment}' is not KEY=VALUE", fix="write e.g. --option split=holdout")
-        extra[key.strip()] = yaml.safe_load(raw)
-    if args.inception_weights:
-        extra["weights"] = args.inception_weights
-    chosen = [Component(name, {}) for name in args.metric] or list(resolved.recipe.evaluation.metrics)
-    if not chosen:
-        raise UserError("no metric to run", fix="name one with --metric (`ganstack plugins` lists them), or add "
-                        "evaluation.metrics to the recipe")
+    chosen, overrides, protocol = _eval_plan(args, resolved)
     metrics = [(comp.type, build_metric(comp, device=str(model.device), path=f"metrics[{j}]", file=str(args.run),
-                                        overrides=extra, recipe_dir=resolved.base_dir,
+                                        overrides=overrides[comp.type], recipe_dir=resolved.base_dir,
                                         registry=resolved.registry))
                for j, comp in enumerate(chosen)]
-    n = args.n or resolved.recipe.evaluation.n
-    results = evaluate(model, resolved, metrics, n)
+    counts = {name: args.n or (protocol.n[name] if protocol is not None else resolved.recipe.evaluation.n)
+              for name, _ in metrics}
+    prepare_metrics(metrics)  # every weights file is checked before the first metric generates
+    results: dict[str, Any] = {}
+    for count in dict.fromkeys(counts.values()):  # a protocol may score its metrics on different numbers
+        results.update(evaluate(model, resolved, [m for m in metrics if counts[m[0]] == count], count))
+    n: int | dict[str, int] = counts[metrics[0][0]] if len(set(counts.values())) == 1 else counts
     run = Path(args.run)
     out = Path(args.out) if args.out else (run if run.is_dir() else run.parent) / "eval.json"
-    write_json(out, {"checkpoint": str(args.run), "step": model.step, "n": n, "results": results})
+    record: dict[str, Any] = {"checkpoint": str(args.run), "step": model.step, "n": n, "results": results}
+    console = _console()
+    if protocol is not None:
+        record["protocol"] = protocol.settings()
+        changed = {name: count for name, count in counts.items() if count != protocol.n[name]}
+        if changed:
+            record["protocol"]["note"] = (
+                "n=" + ", ".join(f"{count} for {name} (the protocol: {protocol.n[name]})"
+                                 for name, count in changed.items()) + ": not comparable with published scores")
+            console.print(f"Note: {record['protocol']['note']}", markup=False)
+    write_json(out, record)
     from rich.table import Table
 
-    table = Table(title=f"evaluation at step {model.step} ({n} images)", title_justify="left")
+    images = n if isinstance(n, int) else " / ".join(f"{c} for {name}" for name, c in n.items())
+    title = f"evaluation at step {model.step} ({images} images{', ' + protocol.name + ' protocol' if protocol else ''})"
+    table = Table(title=title, title_justify="left")
     table.add_column("value")
     table.add_column("result", justify="right")
     for key, value in results.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    console = _console()
     console.print(table)
     console.print(f"Wrote {out}")
     return 0

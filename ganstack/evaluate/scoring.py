@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ganstack.components.registry import Registry
 from ganstack.errors import PluginError, UserError
-from ganstack.interfaces import CaptionDataset, MetricContext
+from ganstack.interfaces import CaptionDataset, MetricContext, PreparedMetric
 from ganstack.recipe.resolve import CONVERTER, ResolvedRecipe, place_of, structure
 from ganstack.recipe.schema import Component
 from ganstack.sample.draw import TextToImage
@@ -29,14 +29,19 @@ class _RecordingDataset:
     def __len__(self) -> int:
         return len(self._dataset)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = self._dataset[i]
+    def _record(self, item: dict[str, Any]) -> dict[str, Any]:
         if "embedding" in item:
             self._seen[item["caption"]] = torch.as_tensor(item["embedding"])
         return item
 
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self._record(self._dataset[i])
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._dataset, name)
+        value = getattr(self._dataset, name)
+        if name == "caption_item":  # interfaces.EveryCaption: record those embeddings too
+            return lambda i, caption: self._record(value(i, caption))
+        return value
 
 
 class StackSource:
@@ -99,9 +104,22 @@ def build_metric(component: Component, *, device: str, path: str, file: str | No
         raise type(exc)(exc.message, file=exc.file or file, path=place_of(path, exc.path), fix=exc.fix) from None
 
 
+def prepare_metrics(metrics: Sequence[tuple[str, Any]]) -> None:
+    """Let each metric load what it needs first (:class:`PreparedMetric`): a wrong weights file then
+    stops the evaluation before hours of generating for the metrics before it."""
+    for name, metric in metrics:
+        if isinstance(metric, PreparedMetric):
+            try:
+                metric.prepare()
+            except UserError as exc:
+                raise type(exc)(exc.message, file=exc.file, path=f"{name}.{exc.path}" if exc.path else name,
+                                fix=exc.fix) from None
+
+
 def evaluate(model: TextToImage, resolved: ResolvedRecipe, metrics: Sequence[tuple[str, Any]],
              n: int) -> dict[str, float | str]:
     """Run each ``(name, metric)`` on ``n`` images; values are keyed ``name/value``."""
+    prepare_metrics(metrics)
     source = StackSource(model, resolved)
     results: dict[str, float | str] = {}
     was_training = model.stack.training

@@ -117,6 +117,18 @@ class CaptionImageDataset(Dataset):
             item["wrong_images"] = self._stages(self._wrong_index(index, rng), rng)
         return item
 
+    def caption_item(self, index: int, caption: int) -> dict[str, Any]:
+        """Example ``index`` with its caption number ``caption`` (modulo the count) and that caption's
+        own embedding: what evaluation protocols scoring every caption read (``captions: all``)."""
+        item = self[index]
+        captions = self._captions[int(index)]
+        choices = len(captions) if self.embeddings is None else min(len(captions), self.embeddings.shape[1])
+        slot = int(caption) % choices
+        item["caption"] = captions[slot]
+        if self.embeddings is not None:
+            item["embedding"] = torch.from_numpy(np.asarray(self.embeddings[int(index), slot], dtype=np.float32))
+        return item
+
     def captions(self) -> list[str]:
         """Every caption of the split."""
         return [c for captions in self._captions for c in captions]

@@ -1,8 +1,8 @@
 """The ``inception-score`` and ``fid`` metrics: Inception-v3 judgements of generated images.
 
-Both generate one image per caption of the first ``n`` examples of ``split`` (see
-:mod:`metric_sources`) and report the sha256 of the weights file beside the score, because a
-score means nothing without the network that gave it. FID's reference statistics (the real
+Both generate one image per position of the first ``n`` of ``split`` (see
+:mod:`~ganstack_defaults.metrics.sources`) and report the network's name and the sha256 of its
+weights file beside the score, because a score means nothing without the network that gave it. FID's reference statistics (the real
 images of the same examples) are computed once and cached under ``cache_dir``.
 """
 
@@ -18,38 +18,49 @@ from torch import Tensor, nn
 
 from ganstack.errors import DataError, UserError
 from ganstack.interfaces import CaptionDataset, ImageSource
+from ganstack_defaults.metrics import inception
 from ganstack_defaults.metrics.cache import cache_file, load_entry, save_entry, sha256_file
 from ganstack_defaults.metrics.formulas import FeatureMoments, frechet_distance, inception_score
 from ganstack_defaults.metrics.inception import (
-    PREPROCESSING,
+    NETWORKS,
     BackboneLoader,
     check_weights_file,
-    load_inception,
+    network_loader,
 )
-from ganstack_defaults.metrics.sources import generate, item_batches, real_images
+from ganstack_defaults.metrics.sources import CAPTION_MODES, generate, item_batches, real_images
 
-FID_CACHE_VERSION = 1
+FID_CACHE_VERSION = 2  # 2: the key names the network
+FID_NETWORKS = ("torchvision", "pytorch-fid")  # the CUB classifier is no feature extractor of the literature
 
 
 @attrs.define(frozen=True, kw_only=True)
 class InceptionScoreOptions:
     """Inception Score settings; ``weights`` is required, as nothing is downloaded.
 
-    ``weights``: a torchvision-layout Inception-v3 state dict file (``torch.save(model.state_dict(),
-    FILE)``; for CUB, the paper's fine-tuned model converted to that layout; a relative path: next to
-    the recipe, then the working folder); its sha256 is reported beside the score; ``splits``: the images are scored in this many equal parts and the mean and
-    standard deviation over the parts reported (10 in the paper); ``batch_size``: images generated
-    and judged at a time; ``num_classes``: the class count the weights must have, checked (null: read
-    from the file's ``fc`` layer); ``split``: the split whose captions drive generation (the first
-    ``n`` examples, one image per caption); ``stage``: which stage's images are scored, 1-based
-    (null: the last); ``seed``: noise seed, batch ``b`` uses ``seed + b``, so a stack's score repeats
+    ``weights``: a state dict file of the ``network`` (a relative path: next to the recipe, then
+    the working folder); its sha256 and the network's name are reported beside the score;
+    ``network``: which Inception-v3 judges (docs/metrics.md): ``torchvision`` (a torchvision-layout
+    file, e.g. ImageNet's), ``stackgan-inception`` (StackGAN's CUB model, converted by
+    ``ganstack import stackgan-inception``; the published CUB scores) or ``pytorch-fid`` (the
+    2015 ImageNet graph of OpenAI's IS code; the published COCO scores); ``splits``: the images
+    are scored in this many equal parts and the mean and standard deviation over the parts
+    reported (10 in the paper); ``batch_size``: images generated and judged at a time;
+    ``num_classes``: the number of classes scored, checked (null: read from the file's ``fc``
+    layer; a background class is not counted); ``split``: the split whose captions drive
+    generation; ``captions``: ``first`` (each example's caption as the split gives it),
+    ``single`` (its first caption with that caption's own embedding) or ``all`` (position ``i``
+    takes caption ``i // len`` of example ``i % len``: every caption once); ``stage``: which
+    stage's images are scored, 1-based (null: the last); ``seed``: noise seed, batch ``b`` uses
+    ``seed + b``, so a stack's score repeats
     """
 
     weights: str
+    network: str = attrs.field(default="torchvision", validator=v.in_(tuple(NETWORKS)))
     splits: int = attrs.field(default=10, validator=v.ge(1))
     batch_size: int = attrs.field(default=50, validator=v.ge(1))
     num_classes: int | None = attrs.field(default=None, validator=v.optional(v.ge(2)))  # None: from fc
     split: str = "test"  # whose captions drive generation
+    captions: str = attrs.field(default="first", validator=v.in_(CAPTION_MODES))
     stage: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))  # 1-based; None: last
     seed: int = 0
 
@@ -58,19 +69,24 @@ class InceptionScoreOptions:
 class FidOptions:
     """FID settings; ``weights`` is required, as nothing is downloaded.
 
-    ``weights``: a torchvision-layout Inception-v3 state dict file, as for ``inception-score``; FID
-    compares its 2048-d pool features, and its sha256 is reported beside the score;
+    ``weights``: a state dict file of the ``network``, as for ``inception-score``; FID compares its
+    2048-d pool3 features; its sha256 and the network's name are reported beside the score;
+    ``network``: ``torchvision`` (a torchvision-layout file) or ``pytorch-fid`` (pytorch-fid's
+    ``pt_inception-2015-12-05-6726825d.pth``, the network of the published FIDs; docs/metrics.md);
     ``batch_size``: images generated and judged at a time; ``split``: the split whose first ``n``
-    examples give both the captions to generate from and the real images to compare with;
+    positions give both the captions to generate from and the real images to compare with (each
+    real image counted once); ``captions``: ``first``, ``single`` or ``all``, as for ``inception-score``;
     ``stage``: which stage's images are scored, 1-based (null: the last), against real images at
     that stage's resolution; ``seed``: noise seed, batch ``b`` uses ``seed + b``;
     ``cache_dir``: folder caching the real images' statistics, keyed by the weights' sha256, the
-    preprocessing, the dataset and ``n`` (delete it after changing a custom dataset's data)
+    network and its preprocessing, the dataset and ``n`` (delete it after changing a custom dataset's data)
     """
 
     weights: str
+    network: str = attrs.field(default="torchvision", validator=v.in_(FID_NETWORKS))
     batch_size: int = attrs.field(default=50, validator=v.ge(1))
     split: str = "test"  # real images and captions come from this split
+    captions: str = attrs.field(default="first", validator=v.in_(CAPTION_MODES))
     stage: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))
     seed: int = 0
     cache_dir: str = ".ganstack-cache/fid"
@@ -79,11 +95,12 @@ class FidOptions:
 class _InceptionJudged:
     """Holds the weights file, its hash and the lazily built backbone on the metric's device."""
 
-    def __init__(self, weights: str, device: str, load_backbone: BackboneLoader,
+    def __init__(self, weights: str, network: str, device: str, load_backbone: BackboneLoader | None,
                  recipe_dir: Path | None = None) -> None:
         self.weights = check_weights_file(weights, recipe_dir)
+        self.network = NETWORKS[network]
         self.device = torch.device(device)
-        self._load_backbone = load_backbone
+        self._load_backbone = load_backbone or network_loader(network)
         self._backbone: nn.Module | None = None
         self._sha256: str | None = None
 
@@ -93,10 +110,28 @@ class _InceptionJudged:
             self._sha256 = sha256_file(self.weights)
         return self._sha256
 
-    def judge(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """(logits, pool features) of images in [-1, 1]."""
+    def identity(self) -> dict[str, str]:
+        """What is recorded with a score: the network, its weights' hash, and a warning where the
+        ``pytorch-fid`` file is not the released one (its scores then do not compare with papers')."""
+        out = {"network": self.network.name, "weights_sha256": self.weights_sha256}
+        published = self.weights_sha256.startswith(inception.PUBLISHED_FID_SHA256_PREFIX)
+        if self.network.name == "pytorch-fid" and not published:
+            out["note"] = (f"these pytorch-fid weights are not the released file (its sha256 begins "
+                           f"{inception.PUBLISHED_FID_SHA256_PREFIX}): not comparable with published scores")
+        elif self.network.name != "pytorch-fid" and published:
+            out["note"] = (f"pytorch-fid's weights judged by the `{self.network.name}` network, which pools "
+                           "differently: set network: pytorch-fid to score as the papers do")
+        return out
+
+    def prepare(self) -> None:
+        """Load and check the weights once (the metric is built without reading them)."""
         if self._backbone is None:
             self._backbone = self._load_backbone(self.weights, self.device)
+
+    def judge(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits, pool features) of images in [-1, 1]."""
+        self.prepare()
+        assert self._backbone is not None
         with torch.no_grad():
             return self._backbone(images.to(self.device))
 
@@ -105,8 +140,8 @@ class InceptionScore(_InceptionJudged):
     """Inception Score of generated images; ``load_backbone`` is the test seam (see metric_inception)."""
 
     def __init__(self, options: InceptionScoreOptions, device: str,
-                 load_backbone: BackboneLoader = load_inception, recipe_dir: Path | None = None) -> None:
-        super().__init__(options.weights, device, load_backbone, recipe_dir)
+                 load_backbone: BackboneLoader | None = None, recipe_dir: Path | None = None) -> None:
+        super().__init__(options.weights, options.network, device, load_backbone, recipe_dir)
         self.options = options
 
     def evaluate(self, source: ImageSource, n: int) -> dict[str, Any]:
@@ -116,7 +151,7 @@ class InceptionScore(_InceptionJudged):
                             f"splits={o.splits}", path="splits",
                             fix="evaluate more images (evaluation.n) or lower `splits`")
         probs = []
-        for b, (_, items) in enumerate(item_batches(source.dataset(o.split), n, o.batch_size, o.split)):
+        for b, (_, items) in enumerate(item_batches(source.dataset(o.split), n, o.batch_size, o.split, o.captions)):
             logits, _ = self.judge(generate(source, [it["caption"] for it in items], o.seed + b, o.stage))
             if o.num_classes is not None and logits.shape[1] != o.num_classes:
                 raise UserError(f"num_classes is {o.num_classes} but the Inception weights "
@@ -124,7 +159,7 @@ class InceptionScore(_InceptionJudged):
                                 fix="leave `num_classes` out to read it from the weights file")
             probs.append(torch.softmax(logits.double(), dim=1).float().cpu())
         mean, std = inception_score(torch.cat(probs), o.splits)
-        return {"is_mean": mean, "is_std": std, "weights_sha256": self.weights_sha256}
+        return {"is_mean": mean, "is_std": std, **self.identity()}
 
 
 def dataset_identity(dataset: CaptionDataset, split: str, resolution: int) -> dict[str, Any]:
@@ -142,14 +177,14 @@ class FrechetInceptionDistance(_InceptionJudged):
     """FID between generated images and the split's real images; ``load_backbone`` as above."""
 
     def __init__(self, options: FidOptions, device: str,
-                 load_backbone: BackboneLoader = load_inception, recipe_dir: Path | None = None) -> None:
-        super().__init__(options.weights, device, load_backbone, recipe_dir)
+                 load_backbone: BackboneLoader | None = None, recipe_dir: Path | None = None) -> None:
+        super().__init__(options.weights, options.network, device, load_backbone, recipe_dir)
         self.options = options
 
     def _reference_key(self, dataset: CaptionDataset, resolution: int, n_real: int) -> dict[str, Any]:
         return {"what": "fid-reference", "version": FID_CACHE_VERSION, "weights_sha256": self.weights_sha256,
-                "preprocessing": PREPROCESSING, "dataset": dataset_identity(dataset, self.options.split,
-                                                                            resolution), "n": n_real}
+                "network": self.network.name, "preprocessing": self.network.preprocessing,
+                "dataset": dataset_identity(dataset, self.options.split, resolution), "n": n_real}
 
     def evaluate(self, source: ImageSource, n: int) -> dict[str, Any]:
         o = self.options
@@ -157,7 +192,7 @@ class FrechetInceptionDistance(_InceptionJudged):
             raise UserError(f"FID needs at least 2 images to estimate a covariance, got n={n}", path="n",
                             fix="evaluate more images (evaluation.n; FID is usually reported on 10,000+)")
         dataset = source.dataset(o.split)
-        batches = item_batches(dataset, n, o.batch_size, o.split)  # refuses an empty split
+        batches = item_batches(dataset, n, o.batch_size, o.split, o.captions)  # refuses an empty split
         n_real = min(n, len(dataset))  # positions past the split repeat it: scored once as real images
         if n_real < 2:
             raise DataError(f"FID needs at least 2 real images; the '{o.split}' split has {len(dataset)}",
@@ -179,4 +214,4 @@ class FrechetInceptionDistance(_InceptionJudged):
             save_entry(path, key, reference)
         mu_fake, sigma_fake = fake.stats()
         return {"fid": frechet_distance(mu_fake, sigma_fake, reference["mu"], reference["sigma"]),
-                "weights_sha256": self.weights_sha256}
+                **self.identity()}

@@ -1,6 +1,7 @@
-"""The default ``metric`` plugins: Inception Score, FID, shapes attribute alignment, R-precision.
+"""The default ``metric`` plugins: Inception Score, FID, shapes attribute alignment, R-precision;
+and the ``stackgan-inception`` importer of StackGAN's CUB Inception model for the Inception Score.
 
-Each evaluates the last stage's images unless its ``stage`` option (1-based) names another.
+Each metric evaluates the last stage's images unless its ``stage`` option (1-based) names another.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from ganstack_defaults.metrics.inception_scores import (
     InceptionScoreOptions,
 )
 from ganstack_defaults.metrics.retrieval import RPrecision, RPrecisionOptions
+from ganstack_defaults.metrics.stackgan_inception_import import (
+    StackGANInceptionOptions,
+    import_stackgan_inception,
+)
 from ganstack_defaults.shapes.alignment import ShapesAlignment, ShapesAlignmentOptions
 
 
@@ -44,3 +49,4 @@ def register_components(register: Register) -> None:
     register("metric", "fid", build_fid, options=FidOptions)
     register("metric", "shapes-alignment", build_shapes_alignment, options=ShapesAlignmentOptions)
     register("metric", "r-precision", build_r_precision, options=RPrecisionOptions)
+    register("importer", "stackgan-inception", import_stackgan_inception, options=StackGANInceptionOptions)

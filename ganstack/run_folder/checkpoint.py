@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ganstack.atomic import write_bytes_atomic
-from ganstack.errors import CheckpointError, UserError
+from ganstack.errors import CheckpointError
 
 FORMAT = "ganstack-checkpoint"
 FORMAT_VERSION = 1
@@ -44,12 +44,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename: a crash leaves the old file."""
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **obj}
-    try:
-        write_bytes_atomic(path, lambda fh: torch.save(payload, fh))
-    except OSError as exc:
-        raise UserError(f"could not write checkpoint {path}: {exc.strerror or exc}",
-                        fix="free disk space or choose a writable --out folder; the previous checkpoint "
-                        "is intact") from None
+    write_bytes_atomic(path, lambda fh: torch.save(payload, fh),
+                       fix="the previous checkpoint is intact; resume with `ganstack run --resume` once "
+                       "there is room, or choose another --out")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

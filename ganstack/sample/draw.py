@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ganstack.atomic import ensure_dir
 from ganstack.build.devices import resolve_device
 from ganstack.build.stack import Stack, build_stack
 from ganstack.errors import UserError
+from ganstack.reading import read_text
 from ganstack.recipe.resolve import ResolvedRecipe, recipe_from_dict
 from ganstack.run_folder.checkpoint import load_checkpoint
 
@@ -132,13 +134,14 @@ def load(run_or_checkpoint: str | Path, *, device: str = "auto", ema: bool = Tru
 
 
 def read_captions(path: Path) -> list[str]:
-    """One caption per non-empty line."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UserError(f"cannot read captions: {exc.strerror or exc}", file=str(path),
-                        fix="give a text file with one caption per line") from None
-    return [line.strip() for line in lines if line.strip()]
+    """One caption per non-empty line (UTF-8)."""
+    lines = read_text(path, what="captions file (--captions)",
+                      fix="give --captions a UTF-8 text file with one caption per line").splitlines()
+    captions = [line.strip() for line in lines if line.strip()]
+    if not captions:
+        raise UserError("the captions file (--captions) has no captions", file=str(path),
+                        fix="write one caption per line")
+    return captions
 
 
 def read_embeddings(path: Path) -> np.ndarray:
@@ -158,7 +161,7 @@ def write_samples(samples: Samples, out_dir: Path, *, stages: str = "all",
     from ganstack.sample.images import contact_sheet, save_png, to_uint8
     from ganstack.sample.manifest import ManifestWriter
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir, fix="choose another --out")
     chosen = list(range(len(samples.images))) if stages == "all" else [len(samples.images) - 1]
     writer = ManifestWriter(out_dir)
     rows: list[str] = []

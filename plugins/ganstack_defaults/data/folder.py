@@ -24,6 +24,7 @@ import numpy as np
 
 from ganstack.errors import DataError
 from ganstack.interfaces import DataContext
+from ganstack.reading import read_text
 from ganstack_defaults.data.cache import ImageFile, cache_key, cached_images
 from ganstack_defaults.data.dataset import CaptionImageDataset
 from ganstack_defaults.data.paths import DOCS, non_empty, resolve_root
@@ -101,7 +102,7 @@ def _parse_line(path: Path, number: int, line: str, root: Path) -> Record:
 
 
 def _read_jsonl(path: Path, root: Path) -> list[Record]:
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path, what="captions file", error=DataError).splitlines()
     return [_parse_line(path, n, line, root) for n, line in enumerate(lines, 1) if line.strip()]
 
 
@@ -114,7 +115,7 @@ def _read_sidecars(root: Path) -> list[Record]:
             raise DataError(f"no captions for {image.name}", file=str(text),
                             fix=f"write one caption a line in that file, or list images and captions in "
                             f"{DEFAULT_CAPTIONS} ({DOCS})")
-        captions = [s.strip() for s in text.read_text(encoding="utf-8", errors="replace").splitlines()]
+        captions = [s.strip() for s in read_text(text, what="caption file", error=DataError).splitlines()]
         if not any(captions):
             raise DataError("caption file is empty", file=str(text), fix="write one caption a line")
         records.append(Record(image, image.relative_to(root).as_posix(), [c for c in captions if c]))

@@ -27,6 +27,7 @@ import numpy as np
 
 from ganstack.errors import DataError
 from ganstack.interfaces import DataContext
+from ganstack.reading import read_text
 from ganstack.safe_pickle import load_pickle
 from ganstack_defaults.data.cache import ImageFile, cache_key, cached_images
 from ganstack_defaults.data.dataset import CaptionImageDataset
@@ -171,7 +172,7 @@ def _captions(text_dir: Path, keys: list[str], dataset: str) -> list[list[str]]:
                 f"no caption file for '{key}'", file=str(finder.expected(key)),
                 fix=f"put the {dataset} text files under '{text_dir}' (option `text_dir`); {DOCS} says "
                 "where to get them")
-        lines = [s.strip() for s in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+        lines = [s.strip() for s in read_text(path, what="caption file", error=DataError).splitlines()]
         if not any(lines):
             raise DataError("caption file is empty", file=str(path), fix="restore the file from the download")
         captions.append([s for s in lines if s])
@@ -183,7 +184,7 @@ def _read_table(path: Path, dataset: str, columns: int) -> dict[str, list[str]]:
     if not path.is_file():
         raise _missing(path, dataset, "CUB's bounding boxes (crop_boxes is on)")
     rows = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text(path, what="CUB table", error=DataError).splitlines(), 1):
         if line.strip():
             fields = line.split()
             if len(fields) != columns:

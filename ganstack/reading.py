@@ -1,0 +1,36 @@
+"""Reading the text files users hand to ganstack (recipes, captions, tables): UTF-8 or a clear error.
+
+Every text file is read here, so a file in another encoding, a folder where a file should be or an
+unreadable file ends in one paragraph naming the file and the line, never in ``UnicodeDecodeError``.
+A UTF-8 byte-order mark (what some Windows editors write) is accepted and dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ganstack.errors import UserError
+
+REENCODE = "re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 OLD > NEW`, or your editor's 'save with encoding')"
+
+
+def read_text(path: Path, *, what: str = "file", error: type[UserError] = UserError,
+              fix: str | None = None) -> str:
+    """The text of ``path``; ``what`` names it in messages, ``error`` is the class raised, ``fix`` says
+    what the file should be when it is missing or unreadable."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{what} not found", file=str(path), fix=fix or "check the path") from None
+    except IsADirectoryError:
+        raise error(f"{what} is a folder, not a file", file=str(path), fix=fix or "give the file's path") from None
+    except OSError as exc:
+        raise error(f"cannot read the {what}: {exc.strerror or exc}", file=str(path),
+                    fix=fix or "check the file's permissions") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise error(f"{what} is not UTF-8 text: line {line}, column {column} holds the byte "
+                    f"0x{data[exc.start]:02x}", file=str(path), fix=REENCODE) from None

@@ -8,6 +8,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from ganstack.build.estimate import StackSize, require_fits, stack_size
 from ganstack.errors import RecipeError, UserError
 from ganstack.interfaces import (
     Condition,
@@ -95,8 +96,44 @@ def build_text_encoder(resolved: ResolvedRecipe, device: str = "cpu") -> nn.Modu
     return _build(resolved, "text_encoder", TextEncoderContext(device=device))
 
 
-def build_stack(resolved: ResolvedRecipe, *, device: str = "cpu") -> Stack:
-    """Build the stack on CPU; each child gets the sizes its parent knows."""
+def build_stack(resolved: ResolvedRecipe, *, device: str = "cpu", for_training: bool = True) -> Stack:
+    """Build the stack on CPU; each child gets the sizes its parent knows.
+
+    First the parameters are counted on a ``meta`` build (no memory), and a stack that cannot fit is
+    refused (:func:`~ganstack.build.estimate.require_fits`; ``for_training`` also counts gradients and
+    optimiser state against the training device).
+    """
+    check_size(resolved, for_training=for_training)
+    return _build_stack(resolved, device)
+
+
+def check_size(resolved: ResolvedRecipe, *, for_training: bool = True) -> StackSize | None:
+    """Estimate the stack's size without allocating it and refuse one that cannot fit (``ganstack check``)."""
+    size = estimate_stack(resolved)
+    if size is not None:
+        require_fits(size, for_training=for_training, device=resolved.recipe.training.device, file=resolved.file)
+    return size
+
+
+def estimate_stack(resolved: ResolvedRecipe) -> StackSize | None:
+    """Parameters per component from a build on the ``meta`` device, or None for a plugin that cannot
+    build there (it is then built for real without an estimate). Option errors propagate as they would."""
+    try:
+        with torch.device("meta"):
+            stack = _build_stack(resolved, "meta")
+    except UserError:
+        raise
+    except Exception:  # a plugin computing with tensor values while it builds; meta tensors have none
+        return None
+    parts: list[tuple[str, nn.Module]] = [("text_encoder", stack.text_encoder)]
+    for i, stage in enumerate(stack.stages):
+        parts += [(f"stages[{i}].conditioner", stage.conditioner), (f"stages[{i}].generator", stage.generator),
+                  (f"stages[{i}].discriminator", stage.discriminator)]
+        parts += [(f"stages[{i}].losses[{j}]", loss) for j, loss in enumerate(stage.losses)]
+    return stack_size(parts)
+
+
+def _build_stack(resolved: ResolvedRecipe, device: str) -> Stack:
     recipe = resolved.recipe
     text_encoder = build_text_encoder(resolved, device)
     text_dim = int(text_encoder.dim)

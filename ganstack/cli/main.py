@@ -185,15 +185,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     import yaml
 
+    from ganstack.build.stack import build_stack, check_size, describe_stack
     from ganstack.recipe.resolve import load_recipe, to_data
 
     resolved = load_recipe(args.recipe, args.overrides)
     if not args.params:
+        check_size(resolved)  # a width that cannot fit is refused here, not half-way through `run`
         data = to_data(resolved.recipe)
         print(json.dumps(data, indent=2) if args.json else yaml.safe_dump(data, sort_keys=False), end="")
         return 0
-    from ganstack.build.stack import build_stack, describe_stack
-
     rows = describe_stack(build_stack(resolved), resolved)
     if args.json:
         print(json.dumps([{"stage": r.stage, "role": r.role, "type": r.type, "params": r.params,
@@ -253,10 +253,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if _main_process():
             import yaml
 
+            from ganstack.atomic import write_text_atomic
             from ganstack.recipe.resolve import to_data
 
-            (out / "recipe.yaml").write_text(yaml.safe_dump(to_data(resolved.recipe), sort_keys=False),
-                                             encoding="utf-8")
+            write_text_atomic(out / "recipe.yaml", yaml.safe_dump(to_data(resolved.recipe), sort_keys=False))
         console.print(f"Training [bold]{resolved.recipe.name}[/bold]: {len(trainer.stack.stages)} stage(s) "
                       f"at {list(trainer.stack.resolutions)} px on {trainer.device}, writing to {out}")
     result = trainer.run()

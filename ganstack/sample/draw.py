@@ -17,7 +17,7 @@ from ganstack.build.stack import Stack, build_stack
 from ganstack.errors import UserError
 from ganstack.reading import read_text
 from ganstack.recipe.resolve import ResolvedRecipe, recipe_from_dict
-from ganstack.run_folder.checkpoint import load_checkpoint
+from ganstack.run_folder.checkpoint import checkpoint_recipe, checkpoint_step, load_checkpoint, load_weights
 
 
 @attrs.define
@@ -35,6 +35,8 @@ class Samples:
 
 class TextToImage:
     """A trained stack ready to draw: ``generate(texts, n=..., seed=...)``."""
+
+    batch_size = 64  # images drawn at once: `ganstack sample --n 10000` must not build one giant batch
 
     def __init__(self, stack: Stack, resolved: ResolvedRecipe, device: torch.device, step: int) -> None:
         self.stack = stack.eval()
@@ -74,9 +76,21 @@ class TextToImage:
         seeds = [seed + i for i in range(n)]
         z, eps = self._noise(seeds)
         k = len(captions)
-        outs = self.stack.generate(text.repeat_interleave(n, dim=0), z.repeat(k, 1),
-                                   eps=[e.repeat(k, 1) for e in eps])
-        return Samples(captions, n, seeds, [out.image.float().cpu() for _c, out in outs])
+        images, _ = self._draw(text.repeat_interleave(n, dim=0), z.repeat(k, 1), [e.repeat(k, 1) for e in eps])
+        return Samples(captions, n, seeds, images)
+
+    def _draw(self, text: Tensor, z: Tensor, eps: list[Tensor]) -> tuple[list[Tensor], bool]:
+        """Every stage's images for these rows, :attr:`batch_size` rows at a time (each row's image depends
+        on its own row alone, so the result is the one-batch result); and whether CA drew nothing."""
+        per_stage: list[list[Tensor]] = [[] for _ in self.stack.stages]
+        deterministic = True
+        for start in range(0, len(text), self.batch_size):
+            rows = slice(start, start + self.batch_size)
+            outs = self.stack.generate(text[rows], z[rows], eps=[e[rows] for e in eps])
+            deterministic = deterministic and all(condition.logvar is None for condition, _out in outs)
+            for images, (_condition, out) in zip(per_stage, outs, strict=True):
+                images.append(out.image.float().cpu())
+        return [torch.cat(images) for images in per_stage], deterministic
 
     def _noise(self, seeds: Sequence[int]) -> tuple[Tensor, list[Tensor]]:
         """Noise z and each stage's CA noise, one row per seed, each row from its own seed."""
@@ -98,16 +112,15 @@ class TextToImage:
         emb = self.encode([text]).repeat(k, 1)
         z, _ = self._noise([seed])
         _, eps = self._noise([seed + 1 + i for i in range(k)])
-        outs = self.stack.generate(emb, z.expand(k, -1).contiguous(), eps=eps)
-        if all(condition.logvar is None for condition, _out in outs):
+        images, deterministic = self._draw(emb, z.expand(k, -1).contiguous(), eps)
+        if deterministic:
             names = ", ".join(sorted({s.conditioner.type for s in self.resolved.recipe.stages}))
             raise UserError(f"--ca-variations varies Conditioning Augmentation's samples, but this run's "
                             f"conditioners ({names}) are deterministic, so every image would be the same",
                             path="stages.conditioner",
                             fix="use a run trained with `conditioner: {type: ca}` (e.g. recipes/shapes_ca.yaml), "
                             "or vary the noise instead with --n K")
-        return Samples([f"{text} (CA sample {i + 1})" for i in range(k)], 1, [seed] * k,
-                       [out.image.float().cpu() for _c, out in outs])
+        return Samples([f"{text} (CA sample {i + 1})" for i in range(k)], 1, [seed] * k, images)
 
     @torch.no_grad()
     def interpolate(self, text_a: str, text_b: str, steps: int, *, seed: int = 0) -> Samples:
@@ -117,20 +130,20 @@ class TextToImage:
         emb = (1 - w) * a + w * b
         z, _ = self._noise([seed])
         zero_eps = [torch.zeros(steps, int(s.conditioner.out_dim), device=self.device) for s in self.stack.stages]
-        outs = self.stack.generate(emb, z.expand(steps, -1).contiguous(), eps=zero_eps)
+        images, _ = self._draw(emb, z.expand(steps, -1).contiguous(), zero_eps)
         labels = [f"{1 - float(t):.2f} x '{text_a}' + {float(t):.2f} x '{text_b}'" for t in w[:, 0]]
-        return Samples(labels, 1, [seed] * steps, [out.image.float().cpu() for _c, out in outs])
+        return Samples(labels, 1, [seed] * steps, images)
 
 
 def load(run_or_checkpoint: str | Path, *, device: str = "auto", ema: bool = True) -> TextToImage:
     """Load a run folder or checkpoint for drawing; uses the generator EMA when the run kept one."""
     ckpt = load_checkpoint(run_or_checkpoint)
-    resolved = recipe_from_dict(ckpt["recipe"], file=ckpt["path"], base_dir=ckpt.get("recipe_dir"))
-    stack = build_stack(resolved)
-    state = ckpt["ema"] if ema and ckpt.get("ema") else ckpt["model"]
-    stack.load_state_dict(state)
+    resolved = recipe_from_dict(checkpoint_recipe(ckpt), file=ckpt["path"], base_dir=ckpt.get("recipe_dir"))
+    stack = build_stack(resolved, for_training=False)
+    key = "ema" if ema and ckpt.get("ema") else "model"
+    load_weights(stack, ckpt.get(key), file=ckpt["path"], key=key)
     target = resolve_device(device)
-    return TextToImage(stack.to(target), resolved, target, int(ckpt["position"]["step"]))
+    return TextToImage(stack.to(target), resolved, target, checkpoint_step(ckpt))
 
 
 def read_captions(path: Path) -> list[str]:

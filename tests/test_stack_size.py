@@ -1,0 +1,82 @@
+"""Sizes are estimated before anything is allocated: a stack that cannot fit is refused by `check`,
+`check --params` and `run` with the estimate and the key path, and `sample` draws large requests in
+batches that give the same images."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY
+from ganstack.build import estimate
+from ganstack.build.stack import build_stack, estimate_stack
+from ganstack.recipe.resolve import load_recipe
+
+HUGE = ("--set", "stages.0.generator.ngf=100000")
+
+
+@pytest.mark.parametrize("command", [("check",), ("check", "--params"), ("run", "--max-steps", "1")])
+def test_a_width_that_cannot_fit_is_refused_quickly(cli, tmp_path: Path, command: tuple[str, ...]) -> None:
+    out = ("--out", tmp_path / "run") if command[0] == "run" else ()
+    start = time.monotonic()
+    code, stdout, err = cli(*command, TINY, *HUGE, *out)
+    assert time.monotonic() - start < 60  # nothing of the hundreds of TiB is allocated
+    message = " ".join(err.split())
+    assert code == 2 and "Traceback" not in stdout + err, stdout + err
+    assert str(TINY) in message and "stages[0].generator" in message and "TiB" in message and "Fix:" in message
+    assert "parameters" in message and "has" in message
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_estimate_is_the_real_parameter_count() -> None:
+    resolved = load_recipe(TINY, [])
+    size = estimate_stack(resolved)
+    stack = build_stack(resolved)
+    assert size is not None
+    assert size.total == sum(p.numel() for p in stack.parameters())
+    assert size.params["stages[1].discriminator"] == sum(p.numel() for p in stack.stages[1].discriminator.parameters())
+    assert size.params["text_encoder"] == sum(p.numel() for p in stack.text_encoder.parameters())
+
+
+def test_the_refusal_compares_with_the_memory_there_is(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    size = estimate_stack(load_recipe(TINY, []))
+    assert size is not None
+    weights = size.total * 4
+    # enough for the weights but not for training: check (which counts training) refuses, sampling would not
+    monkeypatch.setattr(estimate, "host_memory", lambda: 2 * weights)
+    code, _out, err = cli("check", TINY)
+    message = " ".join(err.split())
+    assert code == 2 and "gradients and Adam" in message and f"{size.total:,} parameters" in message
+    estimate.require_fits(size, for_training=False, device="cpu", file=None)  # weights alone fit
+    monkeypatch.setattr(estimate, "host_memory", lambda: 16 * weights)
+    assert cli("check", TINY)[0] == 0
+
+
+def test_sample_draws_in_batches_with_the_same_images(tmp_path: Path) -> None:
+    import ganstack
+    from ganstack.cli.main import main
+
+    out = tmp_path / "run"
+    assert main(["run", str(TINY), "--out", str(out), "--max-steps", "1"]) == 0
+    model = ganstack.load(out)
+    texts = ["a red circle", "a blue square on white", "a green triangle"]
+    whole = model.generate(texts, n=5, seed=11)
+    calls: list[int] = []
+    real = model.stack.generate
+
+    def counting(text, z, **kwargs):
+        calls.append(len(text))
+        return real(text, z, **kwargs)
+
+    model.stack.generate = counting
+    model.batch_size = 4
+    batched = model.generate(texts, n=5, seed=11)
+    assert calls == [4, 4, 4, 3]  # 15 images, at most 4 at a time
+    for a, b in zip(whole.images, batched.images, strict=True):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+    # sample i of every caption uses seed SEED+i alone: caption 2's sample 3 is the same drawn alone
+    alone = model.generate([texts[2]], n=1, seed=14)
+    assert torch.allclose(alone.images[-1][0], batched.image(2, 3, 1), atol=1e-5)

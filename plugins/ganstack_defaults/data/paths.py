@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import attrs
 
@@ -50,6 +50,14 @@ class FileFinder:
             found = sorted(self.folder.rglob(f"*{self.suffix}")) if self.folder.is_dir() else []
             self._by_name = {p.name: p for p in reversed(found)}  # the first in sorted order wins
         return self._by_name.get(name)
+
+
+def escapes(relative: str) -> bool:
+    """Whether a path a data file lists (relative to its dataset's folder) could lead outside that folder:
+    absolute (``/x``, ``C:\\x``) or going up (``..``)."""
+    parts = PurePosixPath(relative.replace("\\", "/")).parts
+    return (relative.startswith(("/", "\\")) or PureWindowsPath(relative).drive != ""
+            or any(part == ".." for part in parts))
 
 
 def non_empty(_instance: object, attribute: attrs.Attribute, value: str) -> None:

@@ -104,3 +104,34 @@ def test_a_checkpoint_that_asks_for_a_global_is_refused_not_called_corrupt(cli, 
     assert "weights_only=False" not in message and "weights_only` set to `False" not in message
     assert "corrupt" not in message and "truncated" not in message
     assert not Path("owned.txt").exists()
+
+
+def test_every_torch_file_reader_names_a_refused_global_without_unsafe_advice(tmp_path: Path) -> None:
+    """Inception weights and pretrained encoders are read by the same rule as checkpoints."""
+    from ganstack.errors import UserError
+    from ganstack.train.encoder_pretraining import load_pretrained
+    from ganstack_defaults.metrics.inception import load_inception
+    from ganstack_defaults.text.bow import BagOfWordsEncoder, BowOptions
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"fc.weight": torch.zeros(1), "x": _Evil()}, evil)
+    for load in (lambda: load_inception(evil, torch.device("cpu")),
+                 lambda: load_pretrained(evil, BagOfWordsEncoder(BowOptions(dim=4, max_vocab=8)))):
+        with pytest.raises(UserError) as info:
+            load()
+        message = str(info.value)
+        assert "refused to load" in message and "system'" in message and str(evil) in message
+        assert "weights_only" not in message and "False" not in message
+    assert not Path("owned.txt").exists()
+
+
+def test_embeddings_whose_header_claims_more_than_the_file_holds(cli, tiny_run: Path, tmp_path: Path) -> None:
+    from numpy.lib import format as npy
+
+    path = tmp_path / "emb.npy"
+    with path.open("wb") as fh:
+        npy.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)})
+        fh.write(bytes(64))
+    code, out, err = cli("sample", tiny_run, "--embeddings", path, "--out", tmp_path / "s")
+    message = " ".join(err.split())
+    assert code == 2 and "Traceback" not in out + err and str(path) in message and "--embeddings" in message

@@ -192,3 +192,9 @@ def test_a_damaged_line_before_the_last_is_named(cli, tmp_path: Path) -> None:
     lines = log.read_text().splitlines()
     log.write_text("\n".join([lines[0], "garbage", *lines[1:]]) + "\n")
     _refused(cli("run", "--resume", out, "--max-steps", 3), str(log), "line 2 is not a JSON object")
+
+
+def test_pretrain_encoder_into_a_folder_under_a_file(cli, tmp_path: Path) -> None:
+    blocker = write(tmp_path / "a-file", "x")
+    _refused(cli("pretrain-encoder", TINY, "--out", blocker / "bow.pt", "--steps", 2, "--batch-size", 8),
+             str(blocker), "cannot write", "choose another --out")

@@ -105,6 +105,18 @@ def refusal_reason(exc: BaseException) -> str | None:
         "the file uses a construct the safe loader does not admit"
 
 
+def load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in words fit for a message: what it refused, or the
+    reader's first line; never PyTorch's suggestion to load unsafely."""
+    if isinstance(exc, MemoryError):
+        return "it asks for more memory than this machine has"
+    refusal = refusal_reason(exc)
+    if refusal:
+        return f"refused to load: {refusal} (a pickle can run code, so only tensors and plain containers are read)"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{type(exc).__name__}: {first[:200]}"
+
+
 def checkpoint_recipe(ckpt: dict[str, Any]) -> dict[str, Any]:
     """The recipe a checkpoint carries, or a CheckpointError when it has none."""
     recipe = ckpt.get("recipe")

@@ -158,13 +158,19 @@ def read_captions(path: Path) -> list[str]:
 
 
 def read_embeddings(path: Path) -> np.ndarray:
+    fix = "give --embeddings a .npy file of shape (captions, dim) saved with numpy.save"
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read embeddings: {exc}", file=str(path),
-                        fix="give a .npy file of shape (captions, dim) saved with numpy.save") from None
-    if arr.ndim != 2:
-        raise UserError(f"embeddings must be 2-D (captions, dim), got shape {arr.shape}", file=str(path))
+        # mapped first: a header claiming more than the file holds is refused before anything is allocated
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"cannot read embeddings (--embeddings): {str(exc)[:200]}", file=str(path), fix=fix) from None
+    if not isinstance(mapped, np.ndarray) or mapped.ndim != 2 or mapped.dtype.kind not in "fiu":
+        raise UserError(f"embeddings must be a 2-D numeric array (captions, dim), got "
+                        f"{getattr(mapped, 'dtype', type(mapped).__name__)} of shape {getattr(mapped, 'shape', '?')}",
+                        file=str(path), fix=fix)
+    arr = np.array(mapped, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise UserError("the embeddings hold NaN or infinite values", file=str(path), fix=fix)
     return arr
 
 

@@ -27,8 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganstack.atomic import write_bytes_atomic
 from ganstack.errors import CheckpointError, DataError, UserError
 from ganstack.interfaces import CaptionDataset
+from ganstack.run_folder.checkpoint import load_failure
 
 FORMAT = "ganstack-text-encoder-pretraining/1"
 RETRIEVAL_CANDIDATES = 100  # captions each image is ranked against, as in R-precision
@@ -214,11 +216,7 @@ def pretrain_and_save(encoder: nn.Module, dataset: CaptionDataset, out_path: str
     encoder_options = getattr(encoder, "options", None)
     if attrs.has(type(encoder_options)):
         content["text_encoder_options"] = attrs.asdict(encoder_options)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    torch.save(content, partial)
-    partial.replace(out)  # never leave a half-written file under the real name
+    write_bytes_atomic(Path(out_path), lambda fh: torch.save(content, fh), fix="choose another --out")
     return metrics
 
 
@@ -230,9 +228,10 @@ def load_pretrained(path: str | os.PathLike[str], encoder: nn.Module) -> tuple[I
                               fix="give the file `ganstack pretrain-encoder` wrote")
     try:
         content = torch.load(path, map_location=_device_of(encoder), weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"cannot read it as a pretrained text encoder ({exc})".split("\n")[0],
-                              file=str(path), fix="pretrain again; the file is damaged or not ganstack's") from exc
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, MemoryError) as exc:
+        raise CheckpointError(f"cannot read it as a pretrained text encoder ({load_failure(exc)})",
+                              file=str(path), fix="pretrain again, or use the file `ganstack pretrain-encoder` "
+                              "wrote") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         raise CheckpointError("not a ganstack pretrained text encoder file", file=str(path),
                               fix="give the file `ganstack pretrain-encoder` wrote")

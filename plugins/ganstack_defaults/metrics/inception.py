@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ganstack.errors import UserError
 from ganstack.recipe.paths import looked_in, resolve_recipe_path
+from ganstack.run_folder.checkpoint import load_failure
 
 INPUT_SIZE = 299
 PREPROCESSING = "clamp[-1,1]>bilinear299(align_corners=False,antialias=False)>transform_input-scale"
@@ -89,8 +90,8 @@ def load_inception(weights: Path, device: torch.device) -> nn.Module:
 
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise _weights_error(weights, f"cannot be loaded as a state dict ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # every reason is reported; none relays PyTorch's unsafe advice
+        raise _weights_error(weights, f"cannot be loaded as a state dict ({load_failure(exc)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("fc.weight"), Tensor):
         raise _weights_error(weights, "are not an Inception-v3 state dict (no 'fc.weight' entry)")
     num_classes = state["fc.weight"].shape[0]

@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a recipe and print it resolved",
                        description="Validate a recipe and print it fully resolved (after base: and --set) "
-                       "with every default filled in, as YAML.")
+                       "with every default filled in, as YAML. The stack is sized first, without allocating "
+                       "it: one that cannot fit in memory to train is refused with the estimate.")
     p.add_argument("recipe", help="recipe YAML file")
     _add_set(p)
     p.add_argument("--params", action="store_true",

@@ -198,3 +198,8 @@ def test_pretrain_encoder_into_a_folder_under_a_file(cli, tmp_path: Path) -> Non
     blocker = write(tmp_path / "a-file", "x")
     _refused(cli("pretrain-encoder", TINY, "--out", blocker / "bow.pt", "--steps", 2, "--batch-size", 8),
              str(blocker), "cannot write", "choose another --out")
+
+
+def test_eval_option_that_is_not_yaml(cli, tiny_run: Path) -> None:
+    _refused(cli("eval", tiny_run, "--metric", "shapes-alignment", "--option", "seed=[1"),
+             "--option 'seed=[1'", "invalid YAML")

@@ -314,9 +314,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import yaml
 
     from ganstack.evaluate.scoring import build_metric, evaluate
+    from ganstack.recipe.files import parse_yaml
     from ganstack.recipe.schema import Component
     from ganstack.run_folder.record import write_json
     from ganstack.sample.draw import load
@@ -328,7 +328,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         key, sep, raw = assignment.partition("=")
         if not sep:
             raise UserError(f"--option '{assignment}' is not KEY=VALUE", fix="write e.g. --option split=holdout")
-        extra[key.strip()] = yaml.safe_load(raw)
+        try:
+            extra[key.strip()] = parse_yaml(raw, file=None, what="value")
+        except UserError as exc:
+            raise UserError(f"--option '{assignment}': {exc.message}", path="--option", fix=exc.fix) from None
     if args.inception_weights:
         extra["weights"] = args.inception_weights
     chosen = [Component(name, {}) for name in args.metric] or list(resolved.recipe.evaluation.metrics)

@@ -80,3 +80,45 @@ def test_sample_draws_in_batches_with_the_same_images(tmp_path: Path) -> None:
     # sample i of every caption uses seed SEED+i alone: caption 2's sample 3 is the same drawn alone
     alone = model.generate([texts[2]], n=1, seed=14)
     assert torch.allclose(alone.images[-1][0], batched.image(2, 3, 1), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ganstack.cli.main import main
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    assert main(["run", str(TINY), "--out", str(out), "--max-steps", "1"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("flags", [("--text", "a red circle", "--n", "1000000000"),
+                                   ("--text", "a red circle", "--ca-variations", "1000000000"),
+                                   ("--interpolate", "a red circle", "a blue square", "--steps", "1000000000")])
+def test_a_request_too_large_to_hold_is_refused_at_once(cli, tiny_run: Path, tmp_path: Path,
+                                                         flags: tuple[str, ...]) -> None:
+    start = time.monotonic()
+    code, out, err = cli("sample", tiny_run, *flags, "--out", tmp_path / "s")
+    assert time.monotonic() - start < 60
+    message = " ".join(err.split())
+    flag = next(f for f in flags if f in ("--n", "--ca-variations", "--steps"))
+    assert code == 2 and "Traceback" not in out + err and f"{flag}:" in message and "1,000,000,000 images" in message
+    assert "higher --seed continues" in message and not (tmp_path / "s").exists()
+
+
+def test_the_contact_sheet_shows_its_first_rows_and_the_manifest_all(cli, tiny_run: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from PIL import Image
+
+    from ganstack.sample import draw
+
+    out = tmp_path / "s"
+    assert cli("sample", tiny_run, "--text", "a red circle", "--n", 3, "--out", tmp_path / "all")[0] == 0
+    monkeypatch.setattr(draw, "SHEET_ROWS", 2)
+    assert cli("sample", tiny_run, "--text", "a red circle", "--n", 3, "--out", out)[0] == 0
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 3 * 2
+    assert all(json.loads(line)["file"] for line in (out / "manifest.jsonl").read_text().splitlines())
+    full, capped = Image.open(tmp_path / "all" / "contact_sheet.png"), Image.open(out / "contact_sheet.png")
+    assert full.width == capped.width and capped.height < full.height
+    assert full.height - capped.height == (full.height - 16 - 4) // 3  # exactly one row fewer

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw images for your own sentences from a trained run",
                        description="Draw images from a run folder or checkpoint: one PNG per caption, sample "
                        "and stage, a manifest.jsonl (caption, index, stage, resolution, file, seed) and "
-                       "contact_sheet.png with the caption beside each row and one column per stage.")
+                       "contact_sheet.png with the caption beside each row and one column per stage (its first "
+                       "100 rows; every image is in the PNGs and the manifest). Images are drawn 64 at a time.")
     p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT", help="a run folder (uses checkpoints/last.pt) or a .pt file")
     p.add_argument("--text", action="append", default=[], help="a sentence to draw (repeatable)")
     p.add_argument("--captions", help="a text file with one caption per line")

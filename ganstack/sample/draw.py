@@ -73,11 +73,25 @@ class TextToImage:
             if not captions:
                 raise UserError("no text to draw from", fix="give --text \"a sentence\" or --captions FILE")
             text = self.encode(captions)
+        self._refuse_oversized(len(captions) * n, "--n")
         seeds = [seed + i for i in range(n)]
         z, eps = self._noise(seeds)
         k = len(captions)
         images, _ = self._draw(text.repeat_interleave(n, dim=0), z.repeat(k, 1), [e.repeat(k, 1) for e in eps])
         return Samples(captions, n, seeds, images)
+
+    def _refuse_oversized(self, rows: int, flag: str) -> None:
+        """Refuse, before any noise is drawn, a request whose images alone would fill more than half the
+        machine's memory (they are all returned at once)."""
+        from ganstack.build.estimate import host_memory, size_text
+
+        needed = rows * sum(3 * r * r * 4 for r in self.resolutions)
+        available = host_memory()
+        if available and needed > available // 2:
+            raise UserError(f"{rows:,} images at {list(self.resolutions)} px would take {size_text(needed)} "
+                            f"of memory, more than half of this machine's {size_text(available)}", path=flag,
+                            fix=f"draw fewer at a time: lower {flag}; sample i uses seed SEED+i, so a later call "
+                            "with a higher --seed continues the same series")
 
     def _draw(self, text: Tensor, z: Tensor, eps: list[Tensor]) -> tuple[list[Tensor], bool]:
         """Every stage's images for these rows, :attr:`batch_size` rows at a time (each row's image depends
@@ -109,6 +123,7 @@ class TextToImage:
         A run whose conditioners all draw nothing (``linear``, ``identity``, ``none``) is refused:
         its ``k`` images would be identical.
         """
+        self._refuse_oversized(k, "--ca-variations")
         emb = self.encode([text]).repeat(k, 1)
         z, _ = self._noise([seed])
         _, eps = self._noise([seed + 1 + i for i in range(k)])
@@ -125,6 +140,7 @@ class TextToImage:
     @torch.no_grad()
     def interpolate(self, text_a: str, text_b: str, steps: int, *, seed: int = 0) -> Samples:
         """Blend the condition from ``text_a`` to ``text_b`` with the noise fixed (CA at its mean)."""
+        self._refuse_oversized(steps, "--steps")
         a, b = self.encode([text_a, text_b])
         w = torch.linspace(0, 1, steps, device=self.device).unsqueeze(1)
         emb = (1 - w) * a + w * b
@@ -174,6 +190,9 @@ def read_embeddings(path: Path) -> np.ndarray:
     return arr
 
 
+SHEET_ROWS = 100  # rows of contact_sheet.png; every image is in the PNGs and the manifest
+
+
 def write_samples(samples: Samples, out_dir: Path, *, stages: str = "all",
                   resolutions: Sequence[int]) -> dict[str, Any]:
     """One PNG per caption, sample and stage, ``manifest.jsonl`` and ``contact_sheet.png``."""
@@ -194,5 +213,7 @@ def write_samples(samples: Samples, out_dir: Path, *, stages: str = "all",
     manifest = writer.close()
     headers = [f"stage {k + 1} ({resolutions[k]}px)" for k in chosen]
     sheet = out_dir / "contact_sheet.png"
-    save_png(contact_sheet(rows, [samples.images[k] for k in chosen], headers=headers), sheet)
-    return {"manifest": manifest, "contact_sheet": sheet, "images": len(rows) * len(chosen)}
+    shown = rows[:SHEET_ROWS]  # a sheet of 10,000 rows would be a picture of gigabytes no one opens
+    save_png(contact_sheet(shown, [samples.images[k][:len(shown)] for k in chosen], headers=headers), sheet)
+    return {"manifest": manifest, "contact_sheet": sheet, "images": len(rows) * len(chosen),
+            "sheet_rows": len(shown)}

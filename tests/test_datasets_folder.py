@@ -201,6 +201,14 @@ def test_image_paths_must_stay_inside_the_root(tmp_path: Path, escape: str) -> N
     assert "captions.jsonl" in str(info.value)
 
 
+def test_image_paths_with_control_characters_are_refused(tmp_path: Path) -> None:
+    root = _jsonl_folder(tmp_path / "mine")
+    with (root / "captions.jsonl").open("a") as fh:
+        fh.write(json.dumps({"image": "pics/img0\u0000.png", "captions": ["x"]}) + "\n")
+    with pytest.raises(DataError, match=r"line 8: the image path 'pics/img0\\x00.png' holds a control character"):
+        _build(root)
+
+
 def test_an_escaping_path_is_refused_from_the_cli(cli, tmp_path: Path) -> None:
     from conftest import TINY, write
 

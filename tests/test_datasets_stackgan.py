@@ -279,8 +279,9 @@ def test_flowers_layout_without_boxes_finds_files_by_name(tmp_path: Path) -> Non
         ("class_info.pickle", [1.5, 1, 2, 2, 3], "integer class ids"),
         ("filenames.pickle", [1, 2, 3, 4, 5], "list of file keys (strings), found a list of int"),
         ("filenames.pickle", {"keys": KEYS}, "found a dict"),
-        ("filenames.pickle", ["../../../etc/passwd", *KEYS[1:]], "key 1 ('../../../etc/passwd') is not a path inside"),
-        ("filenames.pickle", ["/etc/passwd", *KEYS[1:]], "is not a path inside"),
+        ("filenames.pickle", ["../../../etc/passwd", *KEYS[1:]], "key 1 ('../../../etc/passwd') leads outside the dataset folder"),
+        ("filenames.pickle", ["/etc/passwd", *KEYS[1:]], "leads outside"),
+        ("filenames.pickle", [*KEYS[:4], "bird\x00.jpg"], "key 5 ('bird\\x00.jpg') holds a control character"),
     ],
 )
 def test_pickles_of_the_wrong_content_are_named(birds: Path, file: str, content: object, expected: str) -> None:

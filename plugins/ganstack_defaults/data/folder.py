@@ -27,7 +27,7 @@ from ganstack.interfaces import DataContext
 from ganstack.reading import read_text
 from ganstack_defaults.data.cache import ImageFile, cache_key, cached_images
 from ganstack_defaults.data.dataset import CaptionImageDataset
-from ganstack_defaults.data.paths import DOCS, escapes, non_empty, resolve_root
+from ganstack_defaults.data.paths import DOCS, non_empty, path_problem, resolve_root
 from ganstack_defaults.data.transforms import load_size
 
 DEFAULT_CAPTIONS = "captions.jsonl"
@@ -94,8 +94,9 @@ def _parse_line(path: Path, number: int, line: str, root: Path) -> Record:
     label = entry.get("class")
     if label is not None and (isinstance(label, bool) or not isinstance(label, (int, str))):
         raise _bad_line(path, number, "'class' must be an integer or a name")
-    if escapes(entry["image"]):
-        raise _bad_line(path, number, f"the image path '{entry['image']}' leads outside the dataset folder; "
+    problem = path_problem(entry["image"])
+    if problem:
+        raise _bad_line(path, number, f"the image path {entry['image']!r} {problem}; "
                         "image paths must be relative to `root` and stay inside it (no leading '/', no '..')",
                         fix="move the image under `root` and give its path from there, or make `root` a folder "
                         f"that holds every image (a symbolic link inside `root` also works); see {DOCS}")

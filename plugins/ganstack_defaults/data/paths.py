@@ -52,12 +52,18 @@ class FileFinder:
         return self._by_name.get(name)
 
 
-def escapes(relative: str) -> bool:
-    """Whether a path a data file lists (relative to its dataset's folder) could lead outside that folder:
-    absolute (``/x``, ``C:\\x``) or going up (``..``)."""
+def path_problem(relative: str) -> str | None:
+    """What is wrong with a path a data file lists (relative to its dataset's folder), or None: one that
+    could lead outside the folder (absolute, ``/x`` or ``C:\\x``, or going up with ``..``) or that holds
+    a control character (a NUL, a newline) no file name has."""
+    if not relative.strip():
+        return "is empty"
+    if any(ord(ch) < 32 for ch in relative):
+        return "holds a control character"
     parts = PurePosixPath(relative.replace("\\", "/")).parts
-    return (relative.startswith(("/", "\\")) or PureWindowsPath(relative).drive != ""
-            or any(part == ".." for part in parts))
+    if relative.startswith(("/", "\\")) or PureWindowsPath(relative).drive or ".." in parts:
+        return "leads outside the dataset folder"
+    return None
 
 
 def non_empty(_instance: object, attribute: attrs.Attribute, value: str) -> None:

@@ -31,7 +31,7 @@ from ganstack.reading import read_text
 from ganstack.safe_pickle import load_pickle
 from ganstack_defaults.data.cache import ImageFile, cache_key, cached_images
 from ganstack_defaults.data.dataset import CaptionImageDataset
-from ganstack_defaults.data.paths import DOCS, FileFinder, escapes, non_empty, resolve_root
+from ganstack_defaults.data.paths import DOCS, FileFinder, non_empty, path_problem, resolve_root
 from ganstack_defaults.data.transforms import Box, load_size
 
 EMBEDDINGS_FILE = "char-CNN-RNN-embeddings.pickle"
@@ -136,9 +136,10 @@ def _keys(path: Path, dataset: str) -> list[str]:
                         file=str(path), fix=f"use StackGAN's filenames.pickle of this split; see {DOCS}")
     names = [k.decode("utf-8", "replace") if isinstance(k, bytes) else k for k in keys]
     for number, key in enumerate(names, 1):
-        if not key.strip() or escapes(key):
-            raise DataError(f"key {number} ('{key}') is {'empty' if not key.strip() else 'not a path inside the dataset'}"
-                            " (keys are relative paths such as 002.Laysan_Albatross/Laysan_Albatross_0002_1027)",
+        problem = path_problem(key)
+        if problem:
+            raise DataError(f"key {number} ({key!r}) {problem} (keys are relative paths such as "
+                            "002.Laysan_Albatross/Laysan_Albatross_0002_1027)",
                             file=str(path), fix="use StackGAN's filenames.pickle of this split")
     return names
 

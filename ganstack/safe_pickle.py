@@ -4,6 +4,8 @@ A pickle names the functions it calls to rebuild itself, so loading an untrusted
 anything (``os.system``). StackGAN's preprocessed data ships as pickles, so they are read with an
 unpickler whose ``find_class`` admits an explicit allow-list and refuses every other global.
 Python-2 pickles are decoded with ``encoding='latin1'``, which numpy understands for array bytes.
+The admitted constructors are also held to a memory budget of a few times the file's size, so a
+crafted header (an array "of 10^12 elements", ``bytes(10**12)``) is refused before it allocates.
 """
 
 from __future__ import annotations

@@ -203,3 +203,31 @@ def test_pretrain_encoder_into_a_folder_under_a_file(cli, tmp_path: Path) -> Non
 def test_eval_option_that_is_not_yaml(cli, tiny_run: Path) -> None:
     _refused(cli("eval", tiny_run, "--metric", "shapes-alignment", "--option", "seed=[1"),
              "--option 'seed=[1'", "invalid YAML")
+
+
+def test_data_preview_into_a_folder_under_a_file(cli, tmp_path: Path) -> None:
+    blocker = write(tmp_path / "a-file", "x")
+    _refused(cli("data", "preview", TINY, "--n", 1, "--out", blocker / "p"), str(blocker / "p"), "cannot write",
+             "a file stands where a folder is needed")
+
+
+def test_a_read_only_folder_names_the_file_and_a_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root ignores chmod, so the kernel's answer for a read-only folder is given by os.open."""
+    from ganstack.atomic import write_text_atomic
+    from ganstack.errors import WriteError
+
+    real = os.open
+
+    def read_only(path, flags, *args):  # noqa: ANN001, ANN202
+        if flags & os.O_CREAT:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(WriteError) as info:
+        write_text_atomic(tmp_path / "x" / "environment.json", "{}")
+    message = str(info.value)
+    assert str(tmp_path / "x" / "environment.json") in message and "Read-only file system" in message
+    assert "make the folder writable" in message and isinstance(info.value, OSError)
+    assert info.value.errno == errno.EROFS
+    assert [p.name for p in (tmp_path / "x").iterdir()] == []

@@ -14,12 +14,17 @@ from ganstack.errors import UserError
 REENCODE = "re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 OLD > NEW`, or your editor's 'save with encoding')"
 
 
+MAX_BYTES = 1 << 30  # no text file ganstack reads comes near this; /dev/zero or a runaway pipe would
+
+
 def read_text(path: Path, *, what: str = "file", error: type[UserError] = UserError,
-              fix: str | None = None) -> str:
+              fix: str | None = None, max_bytes: int = MAX_BYTES) -> str:
     """The text of ``path``; ``what`` names it in messages, ``error`` is the class raised, ``fix`` says
-    what the file should be when it is missing or unreadable."""
+    what the file should be when it is missing or unreadable. More than ``max_bytes`` is refused
+    (read up to there, so an endless stream cannot hang the reader)."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            data = fh.read(max_bytes + 1)
     except FileNotFoundError:
         raise error(f"{what} not found", file=str(path), fix=fix or "check the path") from None
     except IsADirectoryError:
@@ -27,6 +32,9 @@ def read_text(path: Path, *, what: str = "file", error: type[UserError] = UserEr
     except OSError as exc:
         raise error(f"cannot read the {what}: {exc.strerror or exc}", file=str(path),
                     fix=fix or "check the file's permissions") from None
+    if len(data) > max_bytes:
+        raise error(f"{what} is larger than {max_bytes:,} bytes, far more than such a file holds", file=str(path),
+                    fix=fix or "check the path")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

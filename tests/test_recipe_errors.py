@@ -159,3 +159,9 @@ def test_a_set_value_that_is_an_alias_bomb_or_bad_yaml_is_refused(cli, tmp_path:
         bomb = f"[&b{i} {bomb}, " + ", ".join([f"*b{i}"] * 8) + "]"
     message = _check(cli, recipe, "--set", f"training.seed={bomb}")
     assert "alias bomb" in message
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs an endless file")
+def test_an_endless_recipe_stream_is_refused(cli) -> None:
+    message = _check(cli, Path("/dev/zero"))
+    assert "larger than 4,194,304 bytes" in message

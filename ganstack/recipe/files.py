@@ -14,6 +14,7 @@ from ganstack.reading import read_text
 # A recipe's values, counted with every alias (*name) expanded; real recipes hold a few hundred. An
 # "alias bomb" (nine aliases of nine aliases of ...) stays small on disk and would expand to billions.
 MAX_VALUES = 100_000
+MAX_RECIPE_BYTES = 4 << 20  # the largest shipped recipe is a few KB
 
 
 class _RecipeLoader(yaml.SafeLoader):
@@ -104,7 +105,7 @@ def parse_yaml(text: str, *, file: str | None, what: str = "recipe") -> Any:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse one recipe file with the safe loader; the top level must be a mapping."""
-    text = read_text(path, what="recipe file", error=RecipeError,
+    text = read_text(path, what="recipe file", error=RecipeError, max_bytes=MAX_RECIPE_BYTES,
                      fix="check the path; recipes shipped with ganstack are in recipes/")
     data = parse_yaml(text, file=str(path))
     if data is None:

@@ -45,14 +45,35 @@ def test_the_refusal_compares_with_the_memory_there_is(cli, monkeypatch: pytest.
     size = estimate_stack(load_recipe(TINY, []))
     assert size is not None
     weights = size.total * 4
+    stage = max(sum(p.numel() for p in s.parameters()) for s in build_stack(load_recipe(TINY, [])).stages)
+    assert size.optimiser_bytes() == 3 * 4 * stage  # gradients and Adam's two moments of the largest stage
+    assert 0 < size.activation_bytes() and size.batch == 8
+    assert size.training_bytes() == weights + size.optimiser_bytes() + size.activation_bytes()
     # enough for the weights but not for training: check (which counts training) refuses, sampling would not
-    monkeypatch.setattr(estimate, "host_memory", lambda: 2 * weights)
+    monkeypatch.setattr(estimate, "host_memory", lambda: size.training_bytes() - 1)
     code, _out, err = cli("check", TINY)
     message = " ".join(err.split())
-    assert code == 2 and "gradients and Adam" in message and f"{size.total:,} parameters" in message
+    assert code == 2 and "training needs at least" in message and "Adam's moments" in message
     estimate.require_fits(size, for_training=False, device="cpu", file=None)  # weights alone fit
-    monkeypatch.setattr(estimate, "host_memory", lambda: 16 * weights)
+    monkeypatch.setattr(estimate, "host_memory", lambda: size.training_bytes())
     assert cli("check", TINY)[0] == 0
+
+
+def test_a_batch_whose_activations_cannot_fit_is_refused_naming_the_stage(cli) -> None:
+    code, out, err = cli("check", TINY, "--set", "training.batch_size=100000000")
+    message = " ".join(err.split())
+    assert code == 2 and "Traceback" not in out + err
+    assert "one batch of 100000000 keeps for the backward pass in stages[1]" in message
+    assert "stages[1]:" in message and "lower training.batch_size" in message
+
+
+def test_activations_scale_with_the_batch_and_halve_with_amp() -> None:
+    small = estimate_stack(load_recipe(TINY, []))
+    double = estimate_stack(load_recipe(TINY, ["training.batch_size=16"]))
+    half = estimate_stack(load_recipe(TINY, ["training.amp=bf16"]))
+    assert small is not None and double is not None and half is not None
+    assert double.activations == {k: 2 * v for k, v in small.activations.items()}
+    assert half.activations == {k: v // 2 for k, v in small.activations.items()}
 
 
 def test_sample_draws_in_batches_with_the_same_images(tmp_path: Path) -> None:
@@ -122,3 +143,34 @@ def test_the_contact_sheet_shows_its_first_rows_and_the_manifest_all(cli, tiny_r
     full, capped = Image.open(tmp_path / "all" / "contact_sheet.png"), Image.open(out / "contact_sheet.png")
     assert full.width == capped.width and capped.height < full.height
     assert full.height - capped.height == (full.height - 16 - 4) // 3  # exactly one row fewer
+
+
+def test_the_activation_estimate_is_a_lower_bound_of_what_autograd_keeps() -> None:
+    """Measured on a real forward pass with gradients: the estimate never exceeds it, so a refusal
+    never turns away a batch that would fit."""
+    resolved = load_recipe(TINY, [])
+    size = estimate_stack(resolved)
+    stack = build_stack(resolved).train()
+    assert size is not None
+    gen = torch.Generator().manual_seed(0)
+    text = torch.randn(size.batch, int(stack.text_encoder.dim), generator=gen)
+    z = torch.randn(size.batch, stack.noise_dim, generator=gen)
+    prev = None
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    for i, stage in enumerate(stack.stages):
+        kept.clear()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            cond = stage.conditioner(text, None)
+            prev = stage.generator(z if i == 0 else None, cond, prev)
+        generator_kept = sum(kept.values())
+        kept.clear()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            d = stage.discriminator
+            d.cond_logits(d.features(prev.image), cond, text)
+        discriminator_kept = sum(kept.values())
+        assert 0 < size.activations[f"stages[{i}]"] <= max(generator_kept, discriminator_kept), i

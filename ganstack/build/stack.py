@@ -8,7 +8,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
-from ganstack.build.estimate import StackSize, require_fits, stack_size
+from ganstack.build.estimate import StackSize, require_fits, saved_input_bytes, stack_size
 from ganstack.errors import RecipeError, UserError
 from ganstack.interfaces import (
     Condition,
@@ -130,7 +130,42 @@ def estimate_stack(resolved: ResolvedRecipe) -> StackSize | None:
         parts += [(f"stages[{i}].conditioner", stage.conditioner), (f"stages[{i}].generator", stage.generator),
                   (f"stages[{i}].discriminator", stage.discriminator)]
         parts += [(f"stages[{i}].losses[{j}]", loss) for j, loss in enumerate(stage.losses)]
-    return stack_size(parts)
+    batch = int(resolved.recipe.training.batch_size)
+    activations = _meta_activations(stack, batch)
+    if resolved.recipe.training.amp != "off":  # 16-bit activations: half of what float32 meta tensors count
+        activations = {k: v // 2 for k, v in activations.items()}
+    return stack_size(parts, activations, batch)
+
+
+def _meta_activations(stack: Stack, batch: int) -> dict[str, int]:
+    """Per stage, a lower bound on the bytes one training batch keeps for the backward pass, from a
+    forward pass on ``meta``; empty when a module cannot run there."""
+    result: dict[str, int] = {}
+    try:
+        with torch.no_grad():
+            text = torch.zeros(batch, int(stack.text_encoder.dim), device="meta")
+            prev = None
+            for i, stage in enumerate(stack.stages):
+                g_count, handles = saved_input_bytes(stage.generator_parts())
+                try:
+                    cond = stage.conditioner(text, None)
+                    prev = stage.generator(torch.zeros(batch, stack.noise_dim, device="meta") if i == 0 else None,
+                                           cond, prev)
+                finally:
+                    for h in handles:
+                        h.remove()
+                d_count, handles = saved_input_bytes([stage.discriminator])
+                try:
+                    d = stage.discriminator
+                    d.cond_logits(d.features(prev.image), cond, text)
+                finally:
+                    for h in handles:
+                        h.remove()
+                # the generator step keeps the generator's, a discriminator step at least the discriminator's
+                result[f"stages[{i}]"] = max(g_count[0], d_count[0])
+    except Exception:  # an operation meta tensors do not support: the parameter estimate stands alone
+        return {}
+    return result
 
 
 def _build_stack(resolved: ResolvedRecipe, device: str) -> Stack:

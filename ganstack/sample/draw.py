@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ganstack.atomic import ensure_dir
 from ganstack.build.devices import resolve_device
+from ganstack.build.estimate import host_memory, size_text
 from ganstack.build.stack import Stack, build_stack
 from ganstack.errors import UserError
 from ganstack.reading import read_text
@@ -83,8 +84,6 @@ class TextToImage:
     def _refuse_oversized(self, rows: int, flag: str) -> None:
         """Refuse, before any noise is drawn, a request whose images alone would fill more than half the
         machine's memory (they are all returned at once)."""
-        from ganstack.build.estimate import host_memory, size_text
-
         needed = rows * sum(3 * r * r * 4 for r in self.resolutions)
         available = host_memory()
         if available and needed > available // 2:

@@ -231,3 +231,16 @@ def test_a_read_only_folder_names_the_file_and_a_fix(tmp_path: Path, monkeypatch
     assert "make the folder writable" in message and isinstance(info.value, OSError)
     assert info.value.errno == errno.EROFS
     assert [p.name for p in (tmp_path / "x").iterdir()] == []
+
+
+@pytest.mark.parametrize(("content", "expected"), [("{ not json".encode(), "not JSON"),
+                                                   ('{"a": "é"}'.encode("latin-1"), "not UTF-8 text"),
+                                                   (b"[1, 2]", "not a JSON object")])
+def test_a_damaged_minilm_config_is_a_plugin_error(tmp_path: Path, content: bytes, expected: str) -> None:
+    from ganstack.errors import PluginError
+    from ganstack_defaults.text.minilm import _check_config
+
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(PluginError, match=expected) as info:
+        _check_config(tmp_path)
+    assert "config.json" in str(info.value) and "--force-reinstall" in str(info.value)

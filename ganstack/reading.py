@@ -18,10 +18,11 @@ MAX_BYTES = 1 << 30  # no text file ganstack reads comes near this; /dev/zero or
 
 
 def read_text(path: Path, *, what: str = "file", error: type[UserError] = UserError,
-              fix: str | None = None, max_bytes: int = MAX_BYTES) -> str:
+              fix: str | None = None, max_bytes: int = MAX_BYTES, decode_fix: str = REENCODE) -> str:
     """The text of ``path``; ``what`` names it in messages, ``error`` is the class raised, ``fix`` says
-    what the file should be when it is missing or unreadable. More than ``max_bytes`` is refused
-    (read up to there, so an endless stream cannot hang the reader)."""
+    what the file should be when it is missing or unreadable, ``decode_fix`` what to do when it is not
+    UTF-8. More than ``max_bytes`` is refused (read up to there, so an endless stream cannot hang the
+    reader)."""
     try:
         with path.open("rb") as fh:
             data = fh.read(max_bytes + 1)
@@ -41,4 +42,4 @@ def read_text(path: Path, *, what: str = "file", error: type[UserError] = UserEr
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise error(f"{what} is not UTF-8 text: line {line}, column {column} holds the byte "
-                    f"0x{data[exc.start]:02x}", file=str(path), fix=REENCODE) from None
+                    f"0x{data[exc.start]:02x}", file=str(path), fix=decode_fix) from None

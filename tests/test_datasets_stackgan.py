@@ -266,3 +266,46 @@ def test_flowers_layout_without_boxes_finds_files_by_name(tmp_path: Path) -> Non
     assert data[1]["caption"] == "flower 2" and data[0]["class_id"] == 0  # the key's folder 'jpg'
     assert registry().get("dataset", "stackgan-flowers").options().crop_boxes is False
     assert registry().get("dataset", "stackgan-birds").options().root == "Data/birds"
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "expected"),
+    [
+        ("char-CNN-RNN-embeddings.pickle", [["a", "b"]] * 5, "numeric array of caption embeddings"),
+        ("char-CNN-RNN-embeddings.pickle", {"emb": 1}, "found a dict"),
+        ("char-CNN-RNN-embeddings.pickle", np.full((5, 10, 11), np.nan, dtype=np.float32), "NaN or infinite"),
+        ("class_info.pickle", {"a": 1}, "integer class ids"),
+        ("class_info.pickle", ["one", "two", "three", "four", "five"], "found a list of str"),
+        ("class_info.pickle", [1.5, 1, 2, 2, 3], "integer class ids"),
+        ("filenames.pickle", [1, 2, 3, 4, 5], "list of file keys (strings), found a list of int"),
+        ("filenames.pickle", {"keys": KEYS}, "found a dict"),
+        ("filenames.pickle", ["../../../etc/passwd", *KEYS[1:]], "key 1 ('../../../etc/passwd') leads outside the dataset folder"),
+        ("filenames.pickle", ["/etc/passwd", *KEYS[1:]], "leads outside"),
+        ("filenames.pickle", [*KEYS[:4], "bird\x00.jpg"], "key 5 ('bird\\x00.jpg') holds a control character"),
+    ],
+)
+def test_pickles_of_the_wrong_content_are_named(birds: Path, file: str, content: object, expected: str) -> None:
+    (birds / "train" / file).write_bytes(pickle.dumps(content, protocol=2))
+    with pytest.raises(DataError) as info:
+        _build(birds)
+    message = str(info.value)
+    assert expected in message and file in message and "Fix:" in message
+
+
+def test_class_ids_stored_as_whole_floats_are_accepted(birds: Path) -> None:
+    (birds / "train" / "class_info.pickle").write_bytes(pickle.dumps(np.array(CLASSES, dtype=np.float64)))
+    assert [int(c) for c in _build(birds).class_ids] == CLASSES
+
+
+def test_text_files_not_in_utf8_are_named(birds: Path) -> None:
+    caption = birds / "text" / f"{KEYS[2]}.txt"
+    caption.write_bytes("un oiseau très petit\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8 text: line 1") as info:
+        _build(birds)
+    assert str(caption) in str(info.value)
+    caption.write_text("fine\n")
+    table = birds / "CUB_200_2011" / "bounding_boxes.txt"
+    table.write_bytes(table.read_bytes() + "6 1 2 3 4 é\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8 text: line 6") as info:
+        _build(birds)
+    assert str(table) in str(info.value)

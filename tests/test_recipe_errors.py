@@ -155,3 +155,66 @@ def test_an_error_in_a_set_value_names_the_flag_and_what_was_given(cli, tmp_path
                                                                    expected: str) -> None:
     message = _check(cli, write(tmp_path / "r.yaml", GOOD), "--set", assignment)
     assert expected in message, message
+
+
+def test_a_recipe_not_in_utf8_names_the_line(cli, tmp_path: Path) -> None:
+    recipe = tmp_path / "latin1.yaml"
+    recipe.write_bytes(GOOD.replace("name: tiny_shapes", "name: tiny_shapes  # café").encode("latin-1"))
+    message = _check(cli, recipe)
+    assert "not UTF-8 text: line 3, column 25 holds the byte 0xe9" in message and "iconv" in message
+
+
+def test_a_utf8_byte_order_mark_is_accepted(cli, tmp_path: Path) -> None:
+    recipe = tmp_path / "bom.yaml"
+    recipe.write_bytes(b"\xef\xbb\xbf" + GOOD.encode("utf-8"))
+    code, _out, err = cli("check", recipe)
+    assert code == 0, err
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(cli, tmp_path: Path) -> None:
+    recipe = write(tmp_path / "twice.yaml", GOOD + "noise_dim: 12\n")
+    first = next(n for n, text in enumerate(GOOD.splitlines(), 1) if text.startswith("noise_dim:"))
+    last = len(GOOD.splitlines()) + 1
+    message = _check(cli, recipe)
+    assert "'noise_dim' is given twice" in message and f"first on line {first}" in message
+    assert f"line {last}, column 1" in message
+
+
+def test_a_key_given_twice_in_flow_style_is_refused(cli, tmp_path: Path) -> None:
+    message = _check(cli, write(tmp_path / "flow.yaml", GOOD.replace("batch_size: 8", "batch_size: 8, batch_size: 9")))
+    assert "'batch_size' is given twice" in message
+
+
+def test_merge_keys_may_override_what_they_merge(cli, tmp_path: Path) -> None:
+    recipe = write(tmp_path / "merge.yaml", GOOD + "x-defaults: &d {a: 1}\nx-used: {<<: *d, a: 2}\n")
+    message = _check(cli, recipe)  # refused for the unknown keys only, not as a duplicate
+    assert "given twice" not in message and "x-defaults" in message
+
+
+def test_an_alias_bomb_is_refused_quickly(cli, tmp_path: Path) -> None:
+    import time
+
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    recipe = write(tmp_path / "bomb.yaml", GOOD + "\n".join(lines) + "\n")
+    start = time.monotonic()
+    message = _check(cli, recipe)
+    assert time.monotonic() - start < 10
+    assert "alias bomb" in message and "line" in message
+
+
+def test_a_set_value_that_is_an_alias_bomb_or_bad_yaml_is_refused(cli, tmp_path: Path) -> None:
+    recipe = write(tmp_path / "r.yaml", GOOD)
+    message = _check(cli, recipe, "--set", "training.seed=[1, 2")
+    assert "training.seed" in message and "invalid YAML" in message
+    bomb = '"lol"'
+    for i in range(9):
+        bomb = f"[&b{i} {bomb}, " + ", ".join([f"*b{i}"] * 8) + "]"
+    message = _check(cli, recipe, "--set", f"training.seed={bomb}")
+    assert "alias bomb" in message
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs an endless file")
+def test_an_endless_recipe_stream_is_refused(cli) -> None:
+    message = _check(cli, Path("/dev/zero"))
+    assert "larger than 4,194,304 bytes" in message

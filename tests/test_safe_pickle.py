@@ -117,3 +117,38 @@ def test_missing_and_truncated_files_are_data_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a readable pickle") as info:
         load_pickle(path)
     assert str(path) in str(info.value)
+
+
+class _Call:
+    """Unpickling it calls ``func(*args)`` (an admitted constructor, with arguments of the attacker's choice)."""
+
+    def __init__(self, func: Any, *args: Any) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return self.func, self.args
+
+
+@pytest.mark.parametrize(
+    ("payload", "asks"),
+    [
+        (_Call(np.ndarray.__reduce__(np.zeros(0))[0], np.ndarray, (10**12,), b"b"), "_reconstruct"),
+        (_Call(np.ndarray, (10**6, 10**6), np.dtype("float32")), "numpy.ndarray"),
+        (_Call(bytes, 10**12), "bytes(1000000000000)"),
+        (_Call(bytearray, 10**12), "bytearray"),
+        ([_Call(bytes, 400_000 + i) for i in range(100)], "bytes(4"),  # each small, 40 MB in all from 2 KB
+    ],
+)
+def test_absurd_allocations_are_refused_before_they_happen(tmp_path: Path, payload: Any, asks: str) -> None:
+    path = _write(tmp_path / "big.pickle", pickle.dumps(payload, protocol=2))
+    with pytest.raises(DataError, match="refused to load") as info:
+        load_pickle(path)
+    message = str(info.value)
+    assert asks in message and "bytes" in message and str(path) in message
+
+
+def test_a_large_real_array_still_loads(tmp_path: Path) -> None:
+    array = np.arange(2_000_000, dtype=np.float32).reshape(1000, 2000)
+    for protocol in (2, 5):
+        loaded = load_pickle(_write(tmp_path / f"big{protocol}.pickle", pickle.dumps(array, protocol=protocol)))
+        np.testing.assert_array_equal(loaded, array)

@@ -8,6 +8,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from ganstack.build.estimate import StackSize, require_fits, saved_input_bytes, stack_size
 from ganstack.components.shared import SharedConditionerOptions
 from ganstack.errors import PluginError, RecipeError, UserError
 from ganstack.interfaces import (
@@ -150,8 +151,79 @@ def build_text_encoder(resolved: ResolvedRecipe, device: str = "cpu") -> nn.Modu
     return _build(resolved, "text_encoder", TextEncoderContext(device=device, recipe_dir=resolved.base_dir))
 
 
-def build_stack(resolved: ResolvedRecipe, *, device: str = "cpu") -> Stack:
-    """Build the stack on CPU; each child gets the sizes its parent knows."""
+def build_stack(resolved: ResolvedRecipe, *, device: str = "cpu", for_training: bool = True) -> Stack:
+    """Build the stack on CPU; each child gets the sizes its parent knows.
+
+    First the parameters are counted on a ``meta`` build (no memory), and a stack that cannot fit is
+    refused (:func:`~ganstack.build.estimate.require_fits`; ``for_training`` also counts gradients and
+    optimiser state against the training device).
+    """
+    check_size(resolved, for_training=for_training)
+    return _build_stack(resolved, device)
+
+
+def check_size(resolved: ResolvedRecipe, *, for_training: bool = True) -> StackSize | None:
+    """Estimate the stack's size without allocating it and refuse one that cannot fit (``ganstack check``)."""
+    size = estimate_stack(resolved)
+    if size is not None:
+        require_fits(size, for_training=for_training, device=resolved.recipe.training.device, file=resolved.file)
+    return size
+
+
+def estimate_stack(resolved: ResolvedRecipe) -> StackSize | None:
+    """Parameters per component from a build on the ``meta`` device, or None for a plugin that cannot
+    build there (it is then built for real without an estimate). Option errors propagate as they would."""
+    try:
+        with torch.device("meta"):
+            stack = _build_stack(resolved, "meta")
+    except UserError:
+        raise
+    except Exception:  # a plugin computing with tensor values while it builds; meta tensors have none
+        return None
+    parts: list[tuple[str, nn.Module]] = [("text_encoder", stack.text_encoder)]
+    for i, stage in enumerate(stack.stages):
+        parts += [(f"stages[{i}].conditioner", stage.conditioner), (f"stages[{i}].generator", stage.generator),
+                  (f"stages[{i}].discriminator", stage.discriminator)]
+        parts += [(f"stages[{i}].losses[{j}]", loss) for j, loss in enumerate(stage.losses)]
+    batch = int(resolved.recipe.training.batch_size)
+    activations = _meta_activations(stack, batch)
+    if resolved.recipe.training.amp != "off":  # 16-bit activations: half of what float32 meta tensors count
+        activations = {k: v // 2 for k, v in activations.items()}
+    return stack_size(parts, activations, batch)
+
+
+def _meta_activations(stack: Stack, batch: int) -> dict[str, int]:
+    """Per stage, a lower bound on the bytes one training batch keeps for the backward pass, from a
+    forward pass on ``meta``; empty when a module cannot run there."""
+    result: dict[str, int] = {}
+    try:
+        with torch.no_grad():
+            text = torch.zeros(batch, int(stack.text_encoder.dim), device="meta")
+            prev = None
+            for i, stage in enumerate(stack.stages):
+                g_count, handles = saved_input_bytes(stage.generator_parts())
+                try:
+                    cond = stage.conditioner(text, None)
+                    prev = stage.generator(torch.zeros(batch, stack.noise_dim, device="meta") if i == 0 else None,
+                                           cond, prev)
+                finally:
+                    for h in handles:
+                        h.remove()
+                d_count, handles = saved_input_bytes([stage.discriminator])
+                try:
+                    d = stage.discriminator
+                    d.cond_logits(d.features(prev.image), cond, text)
+                finally:
+                    for h in handles:
+                        h.remove()
+                # the generator step keeps the generator's, a discriminator step at least the discriminator's
+                result[f"stages[{i}]"] = max(g_count[0], d_count[0])
+    except Exception:  # an operation meta tensors do not support: the parameter estimate stands alone
+        return {}
+    return result
+
+
+def _build_stack(resolved: ResolvedRecipe, device: str) -> Stack:
     recipe = resolved.recipe
     text_encoder = build_text_encoder(resolved, device)
     text_dim = int(text_encoder.dim)

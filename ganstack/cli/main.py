@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a recipe and print it resolved",
                        description="Validate a recipe and print it fully resolved (after base: and --set) "
                        "with every default filled in, as YAML. Components print as the recipe names them; "
-                       "the recipe.yaml a run saves names each one's plugin (PLUGIN:NAME).")
+                       "the recipe.yaml a run saves names each one's plugin (PLUGIN:NAME). The stack is sized "
+                       "first, without allocating it: one that cannot fit in memory to train is refused with "
+                       "the estimate.")
     p.add_argument("recipe", help="recipe YAML file or shipped recipe name")
     _add_set(p)
     p.add_argument("--params", action="store_true",
@@ -102,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw images for your own sentences from a trained run",
                        description="Draw images from a run folder or checkpoint: one PNG per caption, sample "
                        "and stage, a manifest.jsonl (caption, index, stage, resolution, file, seed) and "
-                       "contact_sheet.png with the caption beside each row and one column per stage.")
+                       "contact_sheet.png with the caption beside each row and one column per stage (its first "
+                       "100 rows; every image is in the PNGs and the manifest). Images are drawn 64 at a time.")
     p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT", help="a run folder (uses checkpoints/last.pt) or a .pt file")
     p.add_argument("--text", action="append", default=[], help="a sentence to draw (repeatable)")
     p.add_argument("--captions", help="a text file with one caption per line")
@@ -287,15 +290,15 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     import yaml
 
+    from ganstack.build.stack import build_stack, check_size, describe_stack
     from ganstack.recipe.resolve import load_recipe, to_data
 
     resolved = load_recipe(args.recipe, args.overrides)
     if not args.params:
+        check_size(resolved)  # a width that cannot fit is refused here, not half-way through `run`
         data = to_data(resolved.recipe, providers=False)
         print(json.dumps(data, indent=2) if args.json else yaml.safe_dump(data, sort_keys=False), end="")
         return 0
-    from ganstack.build.stack import build_stack, describe_stack
-
     rows = describe_stack(build_stack(resolved), resolved)
     if args.json:
         print(json.dumps([{"stage": r.stage, "role": r.role, "type": r.type, "params": r.params,
@@ -355,10 +358,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if _main_process():
             import yaml
 
+            from ganstack.atomic import write_text_atomic
             from ganstack.recipe.resolve import to_data
 
-            (out / "recipe.yaml").write_text(yaml.safe_dump(to_data(resolved.recipe), sort_keys=False),
-                                             encoding="utf-8")
+            write_text_atomic(out / "recipe.yaml", yaml.safe_dump(to_data(resolved.recipe), sort_keys=False))
         console.print(f"Training [bold]{resolved.recipe.name}[/bold]: {len(trainer.stack.stages)} stage(s) "
                       f"at {list(trainer.stack.resolutions)} px on {trainer.device}, writing to {out}")
     result = trainer.run()
@@ -416,7 +419,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def _metric_options(assignments: Sequence[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """``--option`` values: those for every metric, and those for one (``METRIC.KEY=VALUE``)."""
-    import yaml
+    from ganstack.recipe.files import parse_yaml
 
     common: dict[str, Any] = {}
     scoped: dict[str, dict[str, Any]] = {}
@@ -426,7 +429,11 @@ def _metric_options(assignments: Sequence[str]) -> tuple[dict[str, Any], dict[st
             raise UserError(f"--option '{assignment}' is not KEY=VALUE", path="--option",
                             fix="write e.g. --option split=holdout or --option fid.weights=FILE")
         metric, dot, name = key.strip().rpartition(".")
-        (scoped.setdefault(metric, {}) if dot else common)[name] = yaml.safe_load(raw)
+        try:
+            value = parse_yaml(raw, file=None, what="value")
+        except UserError as exc:
+            raise UserError(f"--option '{assignment}': {exc.message}", path="--option", fix=exc.fix) from None
+        (scoped.setdefault(metric, {}) if dot else common)[name] = value
     return common, scoped
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from ganstack.errors import CheckpointError, DataError
 from ganstack.interfaces import CaptionDataset
+from ganstack.run_folder.checkpoint import load_failure
 
 FORMAT = "ganstack-text-encoder-pretraining/1"
 RETRIEVAL_CANDIDATES = 100  # captions each image is ranked against, as in R-precision
@@ -116,9 +117,10 @@ def load_pretrained(path: str | os.PathLike[str], encoder: nn.Module) -> tuple[I
                               fix="give the file `ganstack pretrain-encoder` wrote")
     try:
         content = torch.load(path, map_location=device_of(encoder), weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"cannot read it as a pretrained text encoder ({exc})".split("\n")[0],
-                              file=str(path), fix="pretrain again; the file is damaged or not ganstack's") from exc
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, MemoryError) as exc:
+        raise CheckpointError(f"cannot read it as a pretrained text encoder ({load_failure(exc)})",
+                              file=str(path), fix="pretrain again, or use the file `ganstack pretrain-encoder` "
+                              "wrote") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         raise CheckpointError("not a ganstack pretrained text encoder file", file=str(path),
                               fix="give the file `ganstack pretrain-encoder` wrote")

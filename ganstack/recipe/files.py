@@ -9,26 +9,106 @@ from typing import Any
 import yaml
 
 from ganstack.errors import RecipeError
+from ganstack.reading import read_text
 from ganstack.recipe.paths import find_recipe
 
+# A recipe's values, counted with every alias (*name) expanded; real recipes hold a few hundred. An
+# "alias bomb" (nine aliases of nine aliases of ...) stays small on disk and would expand to billions.
+MAX_VALUES = 100_000
+MAX_RECIPE_BYTES = 4 << 20  # the largest shipped recipe is a few KB
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Parse one recipe file with the safe loader; the top level must be a mapping."""
+
+class _RecipeLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key written twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<: *base' merges; its keys may be overridden
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key; the constructor below explains it
+                continue
+            if first is not None:
+                raise _DuplicateKey(key, first, line, key_node.start_mark.column + 1)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, line: int, column: int) -> None:
+        super().__init__(key)
+        self.key, self.first, self.line, self.column = key, first, line, column
+
+
+def _expanded_size(root: yaml.Node) -> tuple[int, yaml.Node | None]:
+    """How many values ``root`` holds with its aliases expanded (up to just past the limit), and the
+    node where the count crossed :data:`MAX_VALUES`. Linear in the file: shared nodes are sized once."""
+    sizes: dict[int, int] = {}
+    crossed: list[yaml.Node] = []
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = MAX_VALUES + 1  # a node inside itself (a recursive alias) counts as too big
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        for child in children:
+            total = min(total + size(child), MAX_VALUES + 1)
+        if total > MAX_VALUES and not crossed:
+            crossed.append(node)
+        sizes[id(node)] = total
+        return total
+
+    return size(root), (crossed[0] if crossed else None)
+
+
+def parse_yaml(text: str, *, file: str | None, what: str = "recipe") -> Any:
+    """Parse YAML text with the safe loader; a syntax error, a key given twice or an alias bomb is a RecipeError."""
+    loader = _RecipeLoader(text)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError("recipe file not found", file=str(path),
-                          fix="check the path; recipes shipped with ganstack are in recipes/") from None
-    except OSError as exc:
-        raise RecipeError(f"cannot read the recipe: {exc.strerror}", file=str(path)) from None
-    try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        total, crossed = _expanded_size(node)
+        if total > MAX_VALUES:
+            mark = (crossed or node).start_mark
+            raise RecipeError(f"this {what} expands to more than {MAX_VALUES:,} values through its aliases "
+                              "(*name), which no recipe needs (an 'alias bomb')", file=file,
+                              path=f"line {mark.line + 1}, column {mark.column + 1}",
+                              fix="write the values out, or use fewer nested aliases")
+        return loader.construct_document(node)
+    except _DuplicateKey as dup:
+        raise RecipeError(f"the key '{dup.key}' is given twice in one mapping (first on line {dup.first}); "
+                          "YAML would silently keep only the last", file=file,
+                          path=f"line {dup.line}, column {dup.column}",
+                          fix="delete one of the two, or merge their contents") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RecipeError(f"invalid YAML: {problem}", file=str(path), path=where,
+        raise RecipeError(f"invalid YAML: {problem}", file=file, path=where,
                           fix="correct the YAML syntax there (indentation, a missing ':' or quote)") from None
+    except RecursionError:
+        raise RecipeError(f"this {what} nests too deeply to read", file=file,
+                          fix="flatten the structure; recipes nest a few levels") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse one recipe file with the safe loader; the top level must be a mapping."""
+    text = read_text(path, what="recipe file", error=RecipeError, max_bytes=MAX_RECIPE_BYTES,
+                     fix="check the path; recipes shipped with ganstack are in recipes/")
+    data = parse_yaml(text, file=str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -130,10 +210,13 @@ def apply_override(data: dict[str, Any], assignment: str, *, file: str | None = 
     key = key.strip()
     try:
         parts = _parse_path(key)
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except (ValueError, yaml.YAMLError) as exc:
+    except ValueError as exc:
         raise RecipeError(f"--set '{assignment}': {exc}", file=file,
                           fix="write e.g. --set training.batch_size=32") from None
+    try:
+        value = parse_yaml(raw, file=None, what="value") if raw.strip() else ""
+    except RecipeError as exc:
+        raise RecipeError(f"--set '{assignment}': {exc.message}", file=file, path=key, fix=exc.fix) from None
     node: Any = data
     walked: list[str] = []
     for i, part in enumerate(parts):

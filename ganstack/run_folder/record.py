@@ -12,7 +12,9 @@ from typing import Any
 import torch
 
 import ganstack
-from ganstack.atomic import write_text_atomic
+from ganstack.atomic import AppendLog, write_text_atomic
+from ganstack.errors import DataError
+from ganstack.reading import read_text
 
 
 def git_commit(cwd: Path) -> str | None:
@@ -43,20 +45,50 @@ def write_json(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl``, without a torn last line (what a kill or power cut leaves).
+
+    A line that does not parse before the last one is damage, not a torn write: a DataError names it.
+    """
+    lines = read_text(path, what="metrics log", error=DataError).splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif number == len(lines):
+            break  # torn by an interrupted write: the step it began is re-logged after the resume
+        else:
+            raise DataError(f"line {number} is not a JSON object", file=str(path),
+                            fix="delete or repair that line (each line is one step's record), then resume")
+    return records
+
+
 class MetricsLog:
-    """Append-only ``metrics.jsonl``; on resume, lines past the checkpoint's step are dropped."""
+    """Append-only ``metrics.jsonl``; on resume, lines past the checkpoint's step (and a torn last line)
+    are dropped, atomically."""
 
     def __init__(self, path: Path, resume_step: int | None = None) -> None:
         self.path = path
         if resume_step is not None and path.exists():
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        self._fh = path.open("a", encoding="utf-8")
+            kept = [r for r in read_metrics(path) if _step(r) <= resume_step]
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+        self._log = AppendLog(path)
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record) + "\n")
-        self._fh.flush()
+        self._log.write_line(json.dumps(record))
 
     def close(self) -> None:
-        self._fh.close()
+        self._log.close()
+
+
+def _step(record: dict[str, Any]) -> float:
+    step = record.get("step", 0)
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else 0

@@ -11,11 +11,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ganstack.atomic import ensure_dir
 from ganstack.build.devices import resolve_device
+from ganstack.build.estimate import host_memory, size_text
 from ganstack.build.stack import Stack, build_stack
 from ganstack.errors import UserError
+from ganstack.reading import read_text
 from ganstack.recipe.resolve import ResolvedRecipe, recipe_from_dict
-from ganstack.run_folder.checkpoint import load_checkpoint
+from ganstack.run_folder.checkpoint import checkpoint_recipe, checkpoint_step, load_checkpoint, load_weights
 
 
 @attrs.define
@@ -33,6 +36,8 @@ class Samples:
 
 class TextToImage:
     """A trained stack ready to draw: ``generate(texts, n=..., seed=...)``."""
+
+    batch_size = 64  # images drawn at once: `ganstack sample --n 10000` must not build one giant batch
 
     def __init__(self, stack: Stack, resolved: ResolvedRecipe, device: torch.device, step: int) -> None:
         self.stack = stack.eval()
@@ -73,13 +78,38 @@ class TextToImage:
             if not captions:
                 raise UserError("no text to draw from", fix="give --text \"a sentence\" or --captions FILE")
             text = self.encode(captions)
+        self._refuse_oversized(len(captions) * n, "--n")
         seeds = [seed + i for i in range(n)]
         given_z = z
         z, eps = self._noise(seeds)
         k = len(captions)
         z_all, eps_all = self._explicit_noise(z.repeat(k, 1), [e.repeat(k, 1) for e in eps], given_z, ca_eps)
-        outs = self.stack.generate(text.repeat_interleave(n, dim=0), z_all, eps=eps_all)
-        return Samples(captions, n, seeds, [out.image.float().cpu() for _c, out in outs])
+        images, _ = self._draw(text.repeat_interleave(n, dim=0), z_all, eps_all)
+        return Samples(captions, n, seeds, images)
+
+    def _refuse_oversized(self, rows: int, flag: str) -> None:
+        """Refuse, before any noise is drawn, a request whose images alone would fill more than half the
+        machine's memory (they are all returned at once)."""
+        needed = rows * sum(3 * r * r * 4 for r in self.resolutions)
+        available = host_memory()
+        if available and needed > available // 2:
+            raise UserError(f"{rows:,} images at {list(self.resolutions)} px would take {size_text(needed)} "
+                            f"of memory, more than half of this machine's {size_text(available)}", path=flag,
+                            fix=f"draw fewer at a time: lower {flag}; sample i uses seed SEED+i, so a later call "
+                            "with a higher --seed continues the same series")
+
+    def _draw(self, text: Tensor, z: Tensor, eps: list[Tensor]) -> tuple[list[Tensor], bool]:
+        """Every stage's images for these rows, :attr:`batch_size` rows at a time (each row's image depends
+        on its own row alone, so the result is the one-batch result); and whether CA drew nothing."""
+        per_stage: list[list[Tensor]] = [[] for _ in self.stack.stages]
+        deterministic = True
+        for start in range(0, len(text), self.batch_size):
+            rows = slice(start, start + self.batch_size)
+            outs = self.stack.generate(text[rows], z[rows], eps=[e[rows] for e in eps])
+            deterministic = deterministic and all(condition.logvar is None for condition, _out in outs)
+            for images, (_condition, out) in zip(per_stage, outs, strict=True):
+                images.append(out.image.float().cpu())
+        return [torch.cat(images) for images in per_stage], deterministic
 
     def _explicit_noise(self, z: Tensor, eps: list[Tensor], given_z: Tensor | np.ndarray | None,
                         given_eps: Sequence[Tensor | np.ndarray | None] | None) -> tuple[Tensor, list[Tensor]]:
@@ -119,63 +149,74 @@ class TextToImage:
         A run whose conditioners all draw nothing (``linear``, ``identity``, ``none``) is refused:
         its ``k`` images would be identical.
         """
+        self._refuse_oversized(k, "--ca-variations")
         emb = self.encode([text]).repeat(k, 1)
         z, _ = self._noise([seed])
         _, eps = self._noise([seed + 1 + i for i in range(k)])
-        outs = self.stack.generate(emb, z.expand(k, -1).contiguous(), eps=eps)
-        if all(condition.logvar is None for condition, _out in outs):
+        images, deterministic = self._draw(emb, z.expand(k, -1).contiguous(), eps)
+        if deterministic:
             names = ", ".join(sorted({s.conditioner.type for s in self.resolved.recipe.stages}))
             raise UserError(f"--ca-variations varies Conditioning Augmentation's samples, but this run's "
                             f"conditioners ({names}) are deterministic, so every image would be the same",
                             path="stages.conditioner",
                             fix="use a run trained with `conditioner: {type: ca}` (e.g. recipes/shapes_ca.yaml), "
                             "or vary the noise instead with --n K")
-        return Samples([f"{text} (CA sample {i + 1})" for i in range(k)], 1, [seed] * k,
-                       [out.image.float().cpu() for _c, out in outs])
+        return Samples([f"{text} (CA sample {i + 1})" for i in range(k)], 1, [seed] * k, images)
 
     @torch.no_grad()
     def interpolate(self, text_a: str, text_b: str, steps: int, *, seed: int = 0) -> Samples:
         """Blend the condition from ``text_a`` to ``text_b`` with the noise fixed (CA at its mean)."""
+        self._refuse_oversized(steps, "--steps")
         a, b = self.encode([text_a, text_b])
         w = torch.linspace(0, 1, steps, device=self.device).unsqueeze(1)
         emb = (1 - w) * a + w * b
         z, _ = self._noise([seed])
         zero_eps = [torch.zeros(steps, int(s.conditioner.out_dim), device=self.device) for s in self.stack.stages]
-        outs = self.stack.generate(emb, z.expand(steps, -1).contiguous(), eps=zero_eps)
+        images, _ = self._draw(emb, z.expand(steps, -1).contiguous(), zero_eps)
         labels = [f"{1 - float(t):.2f} x '{text_a}' + {float(t):.2f} x '{text_b}'" for t in w[:, 0]]
-        return Samples(labels, 1, [seed] * steps, [out.image.float().cpu() for _c, out in outs])
+        return Samples(labels, 1, [seed] * steps, images)
 
 
 def load(run_or_checkpoint: str | Path, *, device: str = "auto", ema: bool = True) -> TextToImage:
     """Load a run folder or checkpoint for drawing; uses the generator EMA when the run kept one."""
     ckpt = load_checkpoint(run_or_checkpoint)
-    resolved = recipe_from_dict(ckpt["recipe"], file=ckpt["path"], base_dir=ckpt.get("recipe_dir"))
-    stack = build_stack(resolved)
-    state = ckpt["ema"] if ema and ckpt.get("ema") else ckpt["model"]
-    stack.load_state_dict(state)
+    resolved = recipe_from_dict(checkpoint_recipe(ckpt), file=ckpt["path"], base_dir=ckpt.get("recipe_dir"))
+    stack = build_stack(resolved, for_training=False)
+    key = "ema" if ema and ckpt.get("ema") else "model"
+    load_weights(stack, ckpt.get(key), file=ckpt["path"], key=key)
     target = resolve_device(device)
-    return TextToImage(stack.to(target), resolved, target, int(ckpt["position"]["step"]))
+    return TextToImage(stack.to(target), resolved, target, checkpoint_step(ckpt))
 
 
 def read_captions(path: Path) -> list[str]:
-    """One caption per non-empty line."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UserError(f"cannot read captions: {exc.strerror or exc}", file=str(path),
-                        fix="give a text file with one caption per line") from None
-    return [line.strip() for line in lines if line.strip()]
+    """One caption per non-empty line (UTF-8)."""
+    lines = read_text(path, what="captions file (--captions)",
+                      fix="give --captions a UTF-8 text file with one caption per line").splitlines()
+    captions = [line.strip() for line in lines if line.strip()]
+    if not captions:
+        raise UserError("the captions file (--captions) has no captions", file=str(path),
+                        fix="write one caption per line")
+    return captions
 
 
 def read_embeddings(path: Path) -> np.ndarray:
+    fix = "give --embeddings a .npy file of shape (captions, dim) saved with numpy.save"
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read embeddings: {exc}", file=str(path),
-                        fix="give a .npy file of shape (captions, dim) saved with numpy.save") from None
-    if arr.ndim != 2:
-        raise UserError(f"embeddings must be 2-D (captions, dim), got shape {arr.shape}", file=str(path))
+        # mapped first: a header claiming more than the file holds is refused before anything is allocated
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"cannot read embeddings (--embeddings): {str(exc)[:200]}", file=str(path), fix=fix) from None
+    if not isinstance(mapped, np.ndarray) or mapped.ndim != 2 or mapped.dtype.kind not in "fiu":
+        raise UserError(f"embeddings must be a 2-D numeric array (captions, dim), got "
+                        f"{getattr(mapped, 'dtype', type(mapped).__name__)} of shape {getattr(mapped, 'shape', '?')}",
+                        file=str(path), fix=fix)
+    arr = np.array(mapped, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise UserError("the embeddings hold NaN or infinite values", file=str(path), fix=fix)
     return arr
+
+
+SHEET_ROWS = 100  # rows of contact_sheet.png; every image is in the PNGs and the manifest
 
 
 def write_samples(samples: Samples, out_dir: Path, *, stages: str = "all",
@@ -184,7 +225,7 @@ def write_samples(samples: Samples, out_dir: Path, *, stages: str = "all",
     from ganstack.sample.images import contact_sheet, save_png, to_uint8
     from ganstack.sample.manifest import ManifestWriter
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir, fix="choose another --out")
     chosen = list(range(len(samples.images))) if stages == "all" else [len(samples.images) - 1]
     writer = ManifestWriter(out_dir)
     rows: list[str] = []
@@ -198,5 +239,7 @@ def write_samples(samples: Samples, out_dir: Path, *, stages: str = "all",
     manifest = writer.close()
     headers = [f"stage {k + 1} ({resolutions[k]}px)" for k in chosen]
     sheet = out_dir / "contact_sheet.png"
-    save_png(contact_sheet(rows, [samples.images[k] for k in chosen], headers=headers), sheet)
-    return {"manifest": manifest, "contact_sheet": sheet, "images": len(rows) * len(chosen)}
+    shown = rows[:SHEET_ROWS]  # a sheet of 10,000 rows would be a picture of gigabytes no one opens
+    save_png(contact_sheet(shown, [samples.images[k][:len(shown)] for k in chosen], headers=headers), sheet)
+    return {"manifest": manifest, "contact_sheet": sheet, "images": len(rows) * len(chosen),
+            "sheet_rows": len(shown)}

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from ganstack.atomic import write_text_atomic
+from ganstack.atomic import ensure_dir, write_text_atomic
 from ganstack.sample.images import save_png, to_uint8
 
 MANIFEST = "manifest.jsonl"
@@ -26,7 +26,7 @@ class ManifestWriter:
 
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.out_dir)
         self.path = self.out_dir / MANIFEST
         self._records: list[dict[str, Any]] = []
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganstack.atomic import write_bytes_atomic
 from ganstack.errors import DataError, UserError
 from ganstack.evaluate.joint_embedding import (
     FORMAT,
@@ -137,11 +138,7 @@ def pretrain_and_save(encoder: nn.Module, dataset: CaptionDataset, out_path: str
     encoder_options = getattr(encoder, "options", None)
     if attrs.has(type(encoder_options)):
         content["text_encoder_options"] = attrs.asdict(encoder_options)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    torch.save(content, partial)
-    partial.replace(out)  # never leave a half-written file under the real name
+    write_bytes_atomic(Path(out_path), lambda fh: torch.save(content, fh), fix="choose another --out")
     return metrics
 
 

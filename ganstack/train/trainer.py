@@ -31,7 +31,13 @@ from ganstack.errors import CheckpointError, DataError, UserError
 from ganstack.interfaces import Condition, StepState
 from ganstack.recipe.paths import looked_in, resolve_recipe_path
 from ganstack.recipe.resolve import ResolvedRecipe, recipe_from_dict, to_data
-from ganstack.run_folder.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from ganstack.run_folder.checkpoint import (
+    checkpoint_recipe,
+    load_checkpoint,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+)
 from ganstack.run_folder.record import MetricsLog, environment_record, write_json
 from ganstack.sample.images import contact_sheet, save_png
 from ganstack.train import distributed
@@ -724,7 +730,7 @@ class Trainer:
 def trainer_from_checkpoint(run_dir: Path, **kwargs: Any) -> Trainer:
     """Rebuild a run's trainer from its last checkpoint (the recipe travels inside it)."""
     ckpt = load_checkpoint(run_dir)
-    resolved = recipe_from_dict(ckpt["recipe"], file=ckpt["path"], base_dir=ckpt.get("recipe_dir"))
+    resolved = recipe_from_dict(checkpoint_recipe(ckpt), file=ckpt["path"], base_dir=ckpt.get("recipe_dir"))
     return Trainer(resolved, run_dir, checkpoint=ckpt, **kwargs)
 
 

@@ -39,9 +39,14 @@ def cache_key(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# What a failed cache write advises: the cache lives in the working folder.
+CACHE_FIX = "the decoded-image cache is .ganstack-cache in the working folder; run ganstack from a folder on a " \
+    "drive with room that you can write to"
+
+
 def save_npy(path: Path, array: np.ndarray) -> None:
     """Save ``array`` to ``path`` atomically."""
-    write_bytes_atomic(path, lambda fh: np.save(fh, array))
+    write_bytes_atomic(path, lambda fh: np.save(fh, array), fix=CACHE_FIX)
 
 
 @attrs.frozen
@@ -128,10 +133,10 @@ def _build(stem: Path, images: Sequence[ImageFile], shorter: int, description: d
             pixels.flush()
             del pixels
 
-        atomic_write(Path(f"{stem}.pixels.npy"), fill)
+        atomic_write(Path(f"{stem}.pixels.npy"), fill, fix=CACHE_FIX)
     index[list(reasons), 1:] = 0
     meta = {**description, "undecodable": {str(i): f"{images[i].path}: {r}" for i, r in sorted(reasons.items())}}
-    write_text_atomic(Path(f"{stem}.meta.json"), json.dumps(meta, indent=1))
+    write_text_atomic(Path(f"{stem}.meta.json"), json.dumps(meta, indent=1), fix=CACHE_FIX)
     save_npy(Path(f"{stem}.index.npy"), index)
 
 

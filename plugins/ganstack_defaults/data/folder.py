@@ -24,9 +24,10 @@ import numpy as np
 
 from ganstack.errors import DataError
 from ganstack.interfaces import DataContext
+from ganstack.reading import read_text
 from ganstack_defaults.data.cache import ImageFile, cache_key, cached_images
 from ganstack_defaults.data.dataset import CaptionImageDataset
-from ganstack_defaults.data.paths import DOCS, non_empty, resolve_root
+from ganstack_defaults.data.paths import DOCS, non_empty, path_problem, resolve_root
 from ganstack_defaults.data.transforms import load_size
 
 DEFAULT_CAPTIONS = "captions.jsonl"
@@ -70,9 +71,9 @@ class Record:
     label: int | str | None = None
 
 
-def _bad_line(path: Path, number: int, problem: str) -> DataError:
+def _bad_line(path: Path, number: int, problem: str, fix: str | None = None) -> DataError:
     return DataError(f"line {number}: {problem}", file=str(path),
-                     fix='write one object a line: {"image": "rel/path.jpg", "captions": ["..."], '
+                     fix=fix or 'write one object a line: {"image": "rel/path.jpg", "captions": ["..."], '
                      f'"class": optional}}; see {DOCS}')
 
 
@@ -93,6 +94,12 @@ def _parse_line(path: Path, number: int, line: str, root: Path) -> Record:
     label = entry.get("class")
     if label is not None and (isinstance(label, bool) or not isinstance(label, (int, str))):
         raise _bad_line(path, number, "'class' must be an integer or a name")
+    problem = path_problem(entry["image"])
+    if problem:
+        raise _bad_line(path, number, f"the image path {entry['image']!r} {problem}; "
+                        "image paths must be relative to `root` and stay inside it (no leading '/', no '..')",
+                        fix="move the image under `root` and give its path from there, or make `root` a folder "
+                        f"that holds every image (a symbolic link inside `root` also works); see {DOCS}")
     image = root / entry["image"]
     if not image.is_file():
         raise DataError(f"line {number} names a missing image", file=str(image),
@@ -101,7 +108,7 @@ def _parse_line(path: Path, number: int, line: str, root: Path) -> Record:
 
 
 def _read_jsonl(path: Path, root: Path) -> list[Record]:
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path, what="captions file", error=DataError).splitlines()
     return [_parse_line(path, n, line, root) for n, line in enumerate(lines, 1) if line.strip()]
 
 
@@ -114,7 +121,7 @@ def _read_sidecars(root: Path) -> list[Record]:
             raise DataError(f"no captions for {image.name}", file=str(text),
                             fix=f"write one caption a line in that file, or list images and captions in "
                             f"{DEFAULT_CAPTIONS} ({DOCS})")
-        captions = [s.strip() for s in text.read_text(encoding="utf-8", errors="replace").splitlines()]
+        captions = [s.strip() for s in read_text(text, what="caption file", error=DataError).splitlines()]
         if not any(captions):
             raise DataError("caption file is empty", file=str(text), fix="write one caption a line")
         records.append(Record(image, image.relative_to(root).as_posix(), [c for c in captions if c]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import attrs
 
@@ -50,6 +50,20 @@ class FileFinder:
             found = sorted(self.folder.rglob(f"*{self.suffix}")) if self.folder.is_dir() else []
             self._by_name = {p.name: p for p in reversed(found)}  # the first in sorted order wins
         return self._by_name.get(name)
+
+
+def path_problem(relative: str) -> str | None:
+    """What is wrong with a path a data file lists (relative to its dataset's folder), or None: one that
+    could lead outside the folder (absolute, ``/x`` or ``C:\\x``, or going up with ``..``) or that holds
+    a control character (a NUL, a newline) no file name has."""
+    if not relative.strip():
+        return "is empty"
+    if any(ord(ch) < 32 for ch in relative):
+        return "holds a control character"
+    parts = PurePosixPath(relative.replace("\\", "/")).parts
+    if relative.startswith(("/", "\\")) or PureWindowsPath(relative).drive or ".." in parts:
+        return "leads outside the dataset folder"
+    return None
 
 
 def non_empty(_instance: object, attribute: attrs.Attribute, value: str) -> None:

@@ -27,10 +27,11 @@ import numpy as np
 
 from ganstack.errors import DataError
 from ganstack.interfaces import DataContext
+from ganstack.reading import read_text
 from ganstack.safe_pickle import load_pickle
 from ganstack_defaults.data.cache import ImageFile, cache_key, cached_images
 from ganstack_defaults.data.dataset import CaptionImageDataset
-from ganstack_defaults.data.paths import DOCS, FileFinder, non_empty, resolve_root
+from ganstack_defaults.data.paths import DOCS, FileFinder, non_empty, path_problem, resolve_root
 from ganstack_defaults.data.transforms import Box, load_size
 
 EMBEDDINGS_FILE = "char-CNN-RNN-embeddings.pickle"
@@ -116,27 +117,67 @@ def _pickle(path: Path, dataset: str, what: str) -> object:
     return load_pickle(path)
 
 
+def _describe(value: object) -> str:
+    """What a pickle held, for messages: its type, and for a sequence the type of its first item."""
+    kind = type(value).__name__
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} array of shape {value.shape}"
+    if isinstance(value, (list, tuple)) and value:
+        return f"a {kind} of {type(value[0]).__name__}"
+    return f"a {kind}"
+
+
 def _keys(path: Path, dataset: str) -> list[str]:
     keys = _pickle(path, dataset, "the list of examples")
-    if not isinstance(keys, (list, tuple, np.ndarray)) or not len(keys):
-        raise DataError("expected a non-empty list of file keys", file=str(path), fix=f"see {DOCS}")
-    return [k.decode() if isinstance(k, bytes) else str(k) for k in keys]
+    if isinstance(keys, np.ndarray):
+        keys = keys.ravel().tolist()
+    if not isinstance(keys, (list, tuple)) or not keys or not all(isinstance(k, (str, bytes)) for k in keys):
+        raise DataError(f"expected a non-empty list of file keys (strings), found {_describe(keys)}",
+                        file=str(path), fix=f"use StackGAN's filenames.pickle of this split; see {DOCS}")
+    names = [k.decode("utf-8", "replace") if isinstance(k, bytes) else k for k in keys]
+    for number, key in enumerate(names, 1):
+        problem = path_problem(key)
+        if problem:
+            raise DataError(f"key {number} ({key!r}) {problem} (keys are relative paths such as "
+                            "002.Laysan_Albatross/Laysan_Albatross_0002_1027)",
+                            file=str(path), fix="use StackGAN's filenames.pickle of this split")
+    return names
 
 
 def _embeddings(path: Path, dataset: str, count: int) -> np.ndarray:
-    array = np.asarray(_pickle(path, dataset, "the caption embeddings"), dtype=np.float32)
+    raw = _pickle(path, dataset, "the caption embeddings")
+    try:
+        array = np.asarray(raw, dtype=np.float32)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.ndim not in (2, 3):
+        raise DataError(f"expected a numeric array of caption embeddings ({count}, captions, dim), found "
+                        f"{_describe(raw)}", file=str(path),
+                        fix="use StackGAN's char-CNN-RNN-embeddings.pickle of this split, or set "
+                        "`embeddings_file: null` to read the captions with a text encoder instead")
     if array.ndim == 2:  # one embedding per example
         array = array[:, None, :]
-    if array.ndim != 3 or len(array) != count:
+    if len(array) != count:
         raise DataError(f"expected embeddings of shape ({count}, captions, dim), found {array.shape}",
                         file=str(path), fix="use the embeddings file of the same split as filenames.pickle")
+    if not np.isfinite(array).all():
+        raise DataError("the caption embeddings hold NaN or infinite values", file=str(path),
+                        fix="download the embeddings again; training on them would turn every loss into NaN")
     return array
 
 
 def _class_ids(split_dir: Path, keys: list[str]) -> np.ndarray:
     path = split_dir / "class_info.pickle"
     if path.is_file():
-        ids = np.asarray(load_pickle(path)).astype(np.int64).ravel()
+        raw = load_pickle(path)
+        ids = np.asarray(raw) if isinstance(raw, (list, tuple, np.ndarray)) else None
+        if ids is not None and ids.dtype.kind == "f" and np.isfinite(ids).all() and (ids == np.round(ids)).all():
+            ids = ids.astype(np.int64)
+        if ids is None or ids.dtype.kind not in "iu":
+            raise DataError(f"expected a list of integer class ids, one per example, found {_describe(raw)}",
+                            file=str(path), fix="use StackGAN's class_info.pickle of this split, or delete it "
+                            "(each key's folder is then its class)")
+        ids = ids.astype(np.int64).ravel()
         if len(ids) != len(keys):
             raise DataError(f"{len(ids)} class ids for {len(keys)} examples", file=str(path),
                             fix="use the class_info.pickle of the same split, or delete it")
@@ -171,7 +212,7 @@ def _captions(text_dir: Path, keys: list[str], dataset: str) -> list[list[str]]:
                 f"no caption file for '{key}'", file=str(finder.expected(key)),
                 fix=f"put the {dataset} text files under '{text_dir}' (option `text_dir`); {DOCS} says "
                 "where to get them")
-        lines = [s.strip() for s in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+        lines = [s.strip() for s in read_text(path, what="caption file", error=DataError).splitlines()]
         if not any(lines):
             raise DataError("caption file is empty", file=str(path), fix="restore the file from the download")
         captions.append([s for s in lines if s])
@@ -183,7 +224,7 @@ def _read_table(path: Path, dataset: str, columns: int) -> dict[str, list[str]]:
     if not path.is_file():
         raise _missing(path, dataset, "CUB's bounding boxes (crop_boxes is on)")
     rows = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text(path, what="CUB table", error=DataError).splitlines(), 1):
         if line.strip():
             fields = line.split()
             if len(fields) != columns:

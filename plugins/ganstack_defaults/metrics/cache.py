@@ -18,6 +18,7 @@ import torch
 
 from ganstack.atomic import write_bytes_atomic
 from ganstack.errors import UserError
+from ganstack.run_folder.checkpoint import load_failure
 from ganstack_defaults.data.cache import cache_key
 
 
@@ -46,7 +47,7 @@ def load_entry(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     try:
         entry = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a damaged cache file is recomputed, not fatal
-        warnings.warn(f"ignoring unreadable metric cache file {path}: {exc}", stacklevel=2)
+        warnings.warn(f"ignoring unreadable metric cache file {path}: {load_failure(exc)}", stacklevel=2)
         return None
     if not isinstance(entry, dict) or entry.get("key") != _key_text(key):
         return None

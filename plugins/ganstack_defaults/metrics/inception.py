@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from ganstack.errors import UserError
 from ganstack.recipe.paths import looked_in, resolve_recipe_path
+from ganstack.run_folder.checkpoint import load_failure
 
 INPUT_SIZE = 299
 PUBLISHED_FID_SHA256_PREFIX = "6726825d"  # the hash part of pytorch-fid's file name (torch.hub's convention)
@@ -225,7 +226,7 @@ def load_network(name: str, weights: Path, device: torch.device) -> InceptionBac
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise _weights_error(weights, f"cannot be loaded as a state dict ({type(exc).__name__}: {exc})",
+        raise _weights_error(weights, f"cannot be loaded as a state dict ({load_failure(exc)})",
                              network) from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise _weights_error(weights, "are not a state dict (a mapping of names to tensors)", network)

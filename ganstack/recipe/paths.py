@@ -69,7 +69,7 @@ def find_recipe(value: str | Path, base_dir: Path | None = None) -> tuple[Path |
     ``base_dir``, then the working folder), else the shipped recipe of that name. Returns the file
     (None when there is none) and every place looked, for the message."""
     candidates = recipe_path_candidates(value, base_dir)
-    found = next((c for c in candidates if c.is_file()), None)
+    found = next((c for c in candidates if c.exists() and not c.is_dir()), None)  # /dev/stdin too
     if found is None and not Path(value).expanduser().is_absolute():
         found = shipped_recipe(value)
     return found, [*(f"'{c}'" for c in candidates), "the shipped recipes (`ganstack recipes`)"]

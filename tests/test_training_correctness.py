@@ -248,3 +248,49 @@ def test_compile_falling_back_to_eager_is_reported(tmp_path: Path) -> None:
         logging.getLogger("torch._dynamo").removeHandler(handler)
     said = [line for line in lines if "training.compile" in line]
     assert len(said) == 1 and "'forward' (stage.py:10)" in said[0] and "uncompiled" in said[0]
+
+
+# ------------------------------------------------------------------------------ shared conditioner
+def test_a_conditioner_shared_by_two_stages_runs_once_and_has_one_owner(tmp_path: Path) -> None:
+    from ganstack.build.stack import build_stack
+    from ganstack.recipe.resolve import load_recipe
+    from ganstack.train.state import TrainState
+
+    resolved = load_recipe(TINY)
+    stack = build_stack(resolved)
+    shared = stack.stages[0].conditioner
+    stack.stages[1].conditioner = shared  # one module object in both stages (StackGAN-v2)
+    state = TrainState(stack, resolved.recipe, amp=None, device=torch.device("cpu"))
+    state.start_ema(0.9)
+    owners = [o for s in state.stages for o in (s.generator, s.discriminator)]
+    counted = [id(p) for o in owners for group in o.optimizer.param_groups for p in group["params"]]
+    assert sorted(counted) == sorted({id(p) for p in stack.parameters()} - {id(p) for p in stack.text_encoder.parameters()})
+    assert all(id(p) in {id(q) for q in state.stages[0].generator.params} for p in shared.parameters())
+    generator_side = {id(p) for p in stack.text_encoder.parameters()} | {
+        id(p) for s in stack.stages for m in (s.conditioner, s.generator) for p in m.parameters()}
+    assert state.ema is not None and len(state.ema.parameters()) == len(generator_side)
+
+    calls: list[int] = []
+    shared.register_forward_hook(lambda *_a: calls.append(1))
+    outs = stack.generate(torch.randn(2, int(stack.text_encoder.dim)), torch.randn(2, stack.noise_dim))
+    assert len(calls) == 1 and outs[0][0] is outs[1][0]  # computed once, the same condition for both
+
+
+# ------------------------------------------------------------------------ checkpoints of before
+def test_a_checkpoint_of_the_previous_layout_resumes_exactly(cli, tmp_path: Path) -> None:
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert cli("run", TINY, "--out", full, "--max-steps", 4)[0] == 0
+    assert cli("run", TINY, "--out", part, "--max-steps", 2)[0] == 0
+    path = part / "checkpoints" / "last.pt"
+    ckpt = torch.load(path, weights_only=True)
+    optimisers = ckpt.pop("optimisers")  # as ganstack wrote it before the train state: flat lists
+    ckpt["g_opts"] = [s["generator"]["optimizer"] for s in optimisers["stages"]]
+    ckpt["d_opts"] = [s["discriminator"]["optimizer"] for s in optimisers["stages"]]
+    ckpt["schedulers"] = [s[side]["scheduler"] for s in optimisers["stages"] for side in ("generator", "discriminator")]
+    text = optimisers["text_encoder"]
+    ckpt["text_opt"] = text["optimizer"] if text else None
+    del ckpt["rng_ranks"]
+    torch.save(ckpt, path)
+    code, out, err = cli("run", "--resume", part, "--max-steps", 4)
+    assert code == 0, out + err
+    assert same_weights(full, part)

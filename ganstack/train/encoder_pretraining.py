@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganstack.errors import CheckpointError, DataError, UserError
-from ganstack.interfaces import CaptionDataset
+from ganstack.interfaces import CaptionDataset, EpochAware
 
 FORMAT = "ganstack-text-encoder-pretraining/1"
 RETRIEVAL_CANDIDATES = 100  # captions each image is ranked against, as in R-precision
@@ -178,6 +178,8 @@ def pretrain_char_cnn_rnn(encoder: nn.Module, dataset: CaptionDataset,
     metrics: dict[str, float] = {}
     for step in range(1, options.steps + 1):
         indices = torch.randperm(len(dataset), generator=generator)[:batch_size].tolist()
+        if isinstance(dataset, EpochAware):  # each step its own crops and captions, fixed by the step
+            dataset.set_epoch(step)
         images, captions = _batch(dataset, indices, device)
         to_image, to_text = joint_embedding_losses(encoder.encode_text(captions).to(device),
                                                    image_encoder(images))

@@ -93,6 +93,24 @@ class _CompileFallbacks(logging.Handler):
                     "slower than compiled. TORCH_LOGS=recompiles shows why it recompiled.")
 
 
+def compile_modules(modules: list[nn.Module]) -> None:
+    """``torch.compile`` each module in place, with room in dynamo's cache for all of them.
+
+    ``Module.compile`` compiles one function that every module shares (``Module._call_impl``), so each
+    compiled module, and each of its variants (parameters trainable in the D phase, frozen in the G
+    phase), is an entry in that one function's cache. Its default limit (8) is less than a two-stage
+    stack needs, after which dynamo runs everything uncompiled without a word; each module gets the
+    default budget of its own instead."""
+    import torch._dynamo.config as dynamo_config
+
+    per_module = 8
+    needed = per_module * max(len(modules), 1)
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, needed)
+    dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit, needed)
+    for module in modules:
+        module.compile()
+
+
 class Trainer:
     """Runs (or resumes) a recipe into an output folder."""
 
@@ -161,10 +179,8 @@ class Trainer:
         self._compile_report: _CompileFallbacks | None = None
         if spec.compile:  # in place: state-dict keys (and so checkpoints) stay the same
             self._compile_report = _CompileFallbacks(report)
-            for stage in stack.stages:
-                stage.generator.compile()
-                for part in stage.discriminator.children():
-                    part.compile()
+            compile_modules([m for stage in stack.stages
+                             for m in (stage.generator, *stage.discriminator.children())])
         self.step = TrainStep(self.state, dist=self.dist, device=self.device, amp=self.amp,
                               joint=spec.schedule == "joint", guard=self.guard, noise_dim=self.recipe.noise_dim,
                               file=resolved.file)

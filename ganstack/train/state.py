@@ -106,7 +106,7 @@ class GeneratorEMA:
         return [shadow for _live, shadow in self._buffers]
 
     def state_dict(self, stack: Stack) -> dict[str, Any]:
-        return {**stack.state_dict(), **{name: shadow.detach().clone() for name, shadow in self._names.items()}}
+        return {**stack.state_dict(), **{name: shadow.detach() for name, shadow in self._names.items()}}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@
     python benchmarks/speed.py --device cuda --amp bf16
 
 Training cases build a real :class:`ganstack.train.trainer.Trainer` from a recipe, with a synthetic
-dataset standing in for the data (the paper recipes need none), and time its ``step_fn``: the
+dataset standing in for the data (the paper recipes need none), and time its ``step``: the
 code ``ganstack run`` runs. Each case runs in a fresh process, so its peak memory is its own
 (``ru_maxrss`` cannot be reset within a process). The loader case reads the real shapes data
 (rendered into ``.ganstack-cache`` under the working folder on first use, as ``ganstack run`` does).
@@ -281,10 +281,10 @@ def measure_step(case: StepCase, settings: Settings) -> dict[str, Any]:
     for k, stage in enumerate(trainer.stack.stages):
         stage.train(k >= min(active))  # as Trainer.run: finished stages run in inference mode
     batch = _device_batch(trainer, case.batch)
-    seconds = _timed(lambda: trainer.step_fn(batch, active), device, settings)
+    seconds = _timed(lambda: trainer.step(batch, active), device, settings)
     peak = _peak_mb(device, baseline)  # before the probe below, whose buffers are no part of the step
     conv_here = max(measure_conv(settings.probe, device, trainer.amp or torch.float32).values())
-    by_op = count_flops(lambda: trainer.step_fn(batch, active))
+    by_op = count_flops(lambda: trainer.step(batch, active))
     flops = sum(by_op.values())
     median = statistics.median(seconds)
     return {"recipe": case.recipe, "stages": len(trainer.stack.stages),

@@ -29,6 +29,21 @@ if TYPE_CHECKING:
     from ganstack.components.registry import Registry
 
 
+# ------------------------------------------------------------------------------ declared requests
+REQUESTS = frozenset({"wrong_images"})
+"""What a component may ask the core for beyond the default batch, by declaring
+``requests: frozenset[str]`` (an attribute; absent means none):
+
+- ``wrong_images``: a real image of another class per example (``batch["wrong_images"]``, the
+  dataset's ``ctx.want_wrong``), for a mismatched pair of real images.
+"""
+
+
+def requests_of(component: object) -> frozenset[str]:
+    """The requests a built component declares (none where it declares no ``requests``)."""
+    return frozenset(getattr(component, "requests", frozenset()))
+
+
 # --------------------------------------------------------------------------- values passed around
 class Condition(NamedTuple):
     """A conditioner's output: the sample fed to the generator, its mean and log-variance."""
@@ -205,8 +220,10 @@ class Discriminator(Protocol):
 class Loss(Protocol):
     """``nn.Module`` owning its terms: returns named, weighted scalar terms for each phase.
 
-    The trainer sums the terms of every loss of a stage and logs each by name. A loss that has
-    nothing to say in a phase returns ``{}``.
+    The trainer sums the terms of every loss of a stage and logs each by name (``stageK/NAME``);
+    two losses of one stage naming a term alike stop training with an error, and ``d_total`` is the
+    trainer's own. A loss that has nothing to say in a phase returns ``{}``. A loss may declare
+    ``requests`` (see :data:`REQUESTS`), e.g. ``frozenset({"wrong_images"})``.
     """
 
     def d_terms(self, step: StepState) -> dict[str, Tensor]: ...
@@ -224,6 +241,10 @@ class CaptionDataset(Protocol):
     - ``class_id``: int (``-1`` where unknown)
     - ``index``: int
     - ``wrong_images``: like ``images``, of another class, only when ``ctx.want_wrong``
+
+    A dataset may offer ``set_epoch(epoch)`` (:class:`EpochAware`): the trainer calls it before each
+    pass over the training split, and the training split's per-example randomness then comes from
+    ``(seed, epoch, index)`` alone, so a resumed run draws the same with data-loading workers or without.
     """
 
     embedding_dim: int | None
@@ -250,6 +271,13 @@ class EveryCaption(Protocol):
         """Example ``i`` as ``__getitem__`` gives it, with its caption number ``caption`` (modulo its
         caption count) and, where the dataset has embeddings, that caption's embedding alone."""
         ...
+
+
+@runtime_checkable
+class EpochAware(Protocol):
+    """A dataset that draws example ``i`` of pass ``epoch`` from ``(seed, epoch, i)`` (see CaptionDataset)."""
+
+    def set_epoch(self, epoch: int) -> None: ...
 
 
 class StepState:

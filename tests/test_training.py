@@ -92,7 +92,7 @@ def test_kept_snapshots_hold_weights_only_and_are_refused_by_resume(cli, tmp_pat
     assert sorted(p.name for p in ckpts.iterdir()) == ["last.pt", "step_0000002.pt", "step_0000004.pt"]
     snap = torch.load(ckpts / "step_0000004.pt", weights_only=True)
     last = torch.load(ckpts / "last.pt", weights_only=True)
-    assert snap["resumable"] is False and "d_opts" not in snap and snap["position"]["step"] == 4
+    assert snap["resumable"] is False and "optimisers" not in snap and "d_opts" not in snap and snap["position"]["step"] == 4
     weights = [k for k, v in last["ema"].items() if isinstance(v, torch.Tensor)]
     assert weights and all(torch.equal(snap["ema"][k], last["ema"][k]) for k in weights)
     assert (ckpts / "step_0000004.pt").stat().st_size < 0.75 * (ckpts / "last.pt").stat().st_size
@@ -247,18 +247,21 @@ def test_a_non_finite_phase_leaves_weights_optimiser_and_ema_untouched(tmp_path:
         batch = trainer.to_device(next(iter(trainer.loader(0, 0, 0))))
 
         def snapshot() -> list[torch.Tensor]:
-            opt_steps = [st["step"] for o in (trainer.d_opts[0], trainer.g_opts[0]) for st in o.state.values()]
-            return [t.detach().clone() for t in (*trainer.stack.parameters(), *trainer.ema.parameters(),
-                                                  *trainer.ema.buffers(), *opt_steps)]
+            stage = trainer.state.stages[0]
+            opt_steps = [st["step"] for o in (stage.discriminator.optimizer, stage.generator.optimizer)
+                         for st in o.state.values()]
+            ema = trainer.state.ema
+            return [t.detach().clone() for t in (*trainer.stack.parameters(), *ema.parameters(),
+                                                  *ema.buffers(), *opt_steps)]
 
-        trainer.step_fn(batch, [0])  # finite: everything moves
+        trainer.step(batch, [0])  # finite: everything moves
         before = snapshot()
-        trainer.step_fn(batch, [0])  # NaN in both phases: skipped on the device
+        trainer.step(batch, [0])  # NaN in both phases: skipped on the device
         after = snapshot()
     assert len(before) == len(after) and all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
-    assert trainer.skipped_steps == 0  # not read back yet: no host sync in the step
-    trainer._resolve_nonfinite()
-    assert (trainer.skipped_steps, trainer.nonfinite) == (1, 1)
+    assert trainer.guard.skipped == 0  # not read back yet: no host sync in the step
+    trainer.guard.resolve()
+    assert (trainer.guard.skipped, trainer.guard.in_a_row) == (1, 1)
 
 
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(cli, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -67,28 +69,36 @@ class Stack(nn.Module):
     def resolutions(self) -> tuple[int, ...]:
         return tuple(s.resolution for s in self.stages)
 
-    def conditions(self, text: Tensor, *, upto: int | None = None,
-                   eps: list[Tensor | None] | None = None) -> list[Condition]:
-        """Each stage's condition for stages ``0..upto``: a shared conditioner runs once, at its owner,
-        and every stage sharing it gets that very :class:`Condition` (one sample, one KL term);
-        ``eps[k]`` of a sharing stage is not used."""
-        last = len(self.stages) - 1 if upto is None else upto
-        out: list[Condition] = []
-        for k in range(last + 1):
-            stage = self.stages[k]
-            source = stage.conditioner_source
-            out.append(out[source] if source != k else stage.conditioner(text, None if eps is None else eps[k]))
-        return out
-
     def generate(self, text: Tensor, z: Tensor, *, upto: int | None = None,
                  eps: list[Tensor | None] | None = None) -> list[tuple[Condition, StageOutput]]:
         """Run stages ``0..upto`` (all by default) on a text embedding and noise."""
-        results: list[tuple[Condition, StageOutput]] = []
-        prev: StageOutput | None = None
-        for k, cond in enumerate(self.conditions(text, upto=upto, eps=eps)):
-            prev = self.stages[k].generator(z if k == 0 else None, cond, prev)
-            results.append((cond, prev))
-        return results
+        return run_chain([(s.conditioner, s.generator) for s in self.stages], text, z, upto=upto, eps=eps)
+
+
+def run_chain(parts: Sequence[tuple[nn.Module, nn.Module]], text: Tensor, z: Tensor, *, upto: int | None = None,
+              eps: Sequence[Tensor | None] | None = None,
+              with_grad: Callable[[int], bool] | None = None) -> list[tuple[Condition, StageOutput]]:
+    """The stage chain, the one way sampling, evaluation and training run it: each stage's
+    ``(conditioner, generator)`` on the text and the previous stage's output; ``z`` to the first only.
+
+    ``eps[k]`` fixes stage ``k``'s CA noise (``None``: drawn). A conditioner object shared with an
+    earlier stage runs once, in the first stage that has it (with that stage's ``eps``), and its
+    condition serves every stage that shares it. ``with_grad(k)`` false runs stage ``k`` without
+    gradients (finished stages, stagewise); every stage records them by default.
+    """
+    last = len(parts) - 1 if upto is None else upto
+    results: list[tuple[Condition, StageOutput]] = []
+    conditions: dict[int, Condition] = {}
+    prev: StageOutput | None = None
+    for k in range(last + 1):
+        conditioner, generator = parts[k]
+        with contextlib.nullcontext() if with_grad is None or with_grad(k) else torch.no_grad():
+            cond = conditions.get(id(conditioner))
+            if cond is None:
+                cond = conditions[id(conditioner)] = conditioner(text, None if eps is None else eps[k])
+            prev = generator(z if k == 0 else None, cond, prev)
+        results.append((cond, prev))
+    return results
 
 
 # What the core reads from each kind once built (methods are called, so a missing one fails loudly).

@@ -57,15 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train a recipe (or resume a run)",
                        description="Train the stack a recipe describes. Writes the resolved recipe, "
                        "environment.json, metrics.jsonl, samples/ and checkpoints/ to the output folder. "
-                       "Ctrl-C or SIGTERM finishes the step, writes a checkpoint and exits 0; "
-                       "`ganstack run --resume RUN_DIR` continues exactly where it stopped.")
+                       "Ctrl-C or SIGTERM finishes the step, writes a checkpoint and exits 0 (a second one exits "
+                       "130 at once, after any checkpoint being written); `ganstack run --resume RUN_DIR` "
+                       "continues exactly where it stopped. One run at a time writes a folder (it is locked).")
     p.add_argument("recipe", nargs="?", help="recipe YAML file (not needed with --resume RUN_DIR)")
     _add_set(p)
     p.add_argument("--out", help="output folder (default runs/<recipe-name>-<timestamp>)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR (or in --out) from its last checkpoint")
-    p.add_argument("--max-steps", type=int, help="stop cleanly (with a checkpoint) after this many steps")
-    p.add_argument("--max-minutes", type=float, help="stop cleanly (with a checkpoint) after this long")
+                   help="continue the run in RUN_DIR (or in --out) from its last checkpoint; RUN_DIR may also "
+                   "be that checkpoint (RUN_DIR/checkpoints/last.pt)")
+    p.add_argument("--max-steps", type=int, help="stop cleanly (with a checkpoint) at this step (above 0)")
+    p.add_argument("--max-minutes", type=float,
+                   help="stop cleanly (with a checkpoint) after training this long in this process (above 0)")
 
     p = sub.add_parser("check", help="validate a recipe and print it resolved",
                        description="Validate a recipe and print it fully resolved (after base: and --set) "
@@ -322,49 +325,76 @@ def _default_out(name: str) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _positive_budget(args: argparse.Namespace) -> None:
+    """``--max-steps 0`` would train the whole recipe and a negative one a single step: refuse both."""
+    for flag, value in (("--max-steps", args.max_steps), ("--max-minutes", args.max_minutes)):
+        if value is not None and not value > 0:
+            raise UserError(f"{flag} must be positive, got {value}", path=flag,
+                            fix=f"give {flag} a number above 0, or leave it out to train the recipe's whole schedule")
+
+
+def _resume_folder(args: argparse.Namespace) -> Path:
+    """The run folder ``--resume`` names: a folder, or a checkpoint file inside its ``checkpoints/``."""
+    from ganstack.train.trainer import run_folder_of
+
+    target = Path(args.out) if args.resume is True and args.out else (
+        Path(args.resume) if isinstance(args.resume, str) else None)
+    if target is None:
+        raise UserError("--resume needs the run folder", fix="write --resume RUN_DIR (or --out RUN_DIR --resume)")
+    return target if not target.is_file() else run_folder_of(target)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ganstack.recipe.resolve import load_recipe
+    from ganstack.run_folder.lock import lock_run_folder
     from ganstack.train.progress import Progress
     from ganstack.train.trainer import Trainer, trainer_from_checkpoint
 
+    _positive_budget(args)
     console = _console()
     progress = Progress(console)
     kwargs = {"max_steps": args.max_steps, "max_minutes": args.max_minutes, "report": console.print,
               "progress": progress}
-    if args.resume is not None:
-        run_dir = Path(args.out) if args.resume is True and args.out else (
-            Path(args.resume) if isinstance(args.resume, str) else None)
-        if run_dir is None:
-            raise UserError("--resume needs the run folder", fix="write --resume RUN_DIR (or --out RUN_DIR --resume)")
-        if args.overrides:
-            raise UserError("--set cannot change a run that is being resumed",
-                            fix="resume without --set, or start a new run with --out")
-        trainer = trainer_from_checkpoint(run_dir, **kwargs)
-        console.print(f"Resuming {run_dir} at step {trainer.position.step}.")
-    else:
-        if not args.recipe:
-            raise UserError("no recipe given", fix="write `ganstack run recipes/shapes_quickstart.yaml`, "
-                            "or `ganstack run --resume RUN_DIR` to continue a run")
-        resolved = load_recipe(args.recipe, args.overrides)
-        out = Path(args.out) if args.out else Path(resolved.recipe.output.dir or _default_out(resolved.recipe.name))
-        if (out / "checkpoints" / "last.pt").exists():
-            raise UserError(f"{out} already holds a run", path="--out",
-                            fix=f"continue it with `ganstack run --resume {out}`, or choose another --out")
-        if _main_process():
-            _prepare_out(out)
-        console.print(f"Building {resolved.recipe.name} and preparing its data (generated or cached on first "
-                      "use)...")
-        trainer = Trainer(resolved, out, **kwargs)
-        if _main_process():
-            import yaml
+    lock = None
+    try:
+        if args.resume is not None:
+            run_dir = _resume_folder(args)
+            if args.overrides:
+                raise UserError("--set cannot change a run that is being resumed",
+                                fix="resume without --set, or start a new run with --out")
+            target = Path(args.resume) if isinstance(args.resume, str) else run_dir
+            if _main_process() and run_dir.is_dir():
+                lock = lock_run_folder(run_dir, flag="--resume")
+            trainer = trainer_from_checkpoint(target, **kwargs)
+            console.print(f"Resuming {trainer.out_dir} at step {trainer.position.step}.")
+        else:
+            if not args.recipe:
+                raise UserError("no recipe given", fix="write `ganstack run recipes/shapes_quickstart.yaml`, "
+                                "or `ganstack run --resume RUN_DIR` to continue a run")
+            resolved = load_recipe(args.recipe, args.overrides)
+            out = Path(args.out) if args.out else Path(resolved.recipe.output.dir or _default_out(resolved.recipe.name))
+            if _main_process():
+                _prepare_out(out)
+                lock = lock_run_folder(out)  # before the check: two runs started at once cannot both pass it
+            if (out / "checkpoints" / "last.pt").exists():
+                raise UserError(f"{out} already holds a run", path="--out",
+                                fix=f"continue it with `ganstack run --resume {out}`, or choose another --out")
+            console.print(f"Building {resolved.recipe.name} and preparing its data (generated or cached on first "
+                          "use)...")
+            trainer = Trainer(resolved, out, **kwargs)
+            if _main_process():
+                import yaml
 
-            from ganstack.atomic import write_text_atomic
-            from ganstack.recipe.resolve import to_data
+                from ganstack.atomic import write_text_atomic
+                from ganstack.recipe.resolve import to_data
 
-            write_text_atomic(out / "recipe.yaml", yaml.safe_dump(to_data(resolved.recipe), sort_keys=False))
-        console.print(f"Training [bold]{resolved.recipe.name}[/bold]: {len(trainer.stack.stages)} stage(s) "
-                      f"at {list(trainer.stack.resolutions)} px on {trainer.device}, writing to {out}")
-    result = trainer.run()
+                write_text_atomic(out / "recipe.yaml", yaml.safe_dump(to_data(resolved.recipe), sort_keys=False))
+            console.print(f"Training [bold]{resolved.recipe.name}[/bold]: {len(trainer.stack.stages)} stage(s) "
+                          f"at {list(trainer.stack.resolutions)} px on {trainer.device}, writing to {out}")
+        result = trainer.run()
+    finally:
+        if lock is not None:
+            lock.release()
     out_dir = Path(result["out_dir"])
     samples = sorted((out_dir / "samples").glob("*.png"))
     console.print(f"Run {result['ended']} at step {result['step']}. Samples: "

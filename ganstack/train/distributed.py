@@ -104,6 +104,15 @@ def mean_across_ranks(values: dict[str, torch.Tensor], info: DistInfo) -> dict[s
     return {n: v / info.world_size for n, v in zip(names, stacked, strict=True)}
 
 
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (over the host-side group)."""
+    if not info.enabled:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj, group=info.control)
+    return out
+
+
 def replicas_in_sync(module: nn.Module, info: DistInfo, device: torch.device) -> bool:
     """Whether every rank holds the same parameters (a float64 checksum per tensor, compared)."""
     if not info.enabled:

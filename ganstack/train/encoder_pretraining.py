@@ -36,7 +36,7 @@ from ganstack.evaluate.joint_embedding import (
     retrieval,
     retrieval_accuracy,
 )
-from ganstack.interfaces import CaptionDataset
+from ganstack.interfaces import CaptionDataset, EpochAware
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -102,6 +102,8 @@ def pretrain_char_cnn_rnn(encoder: nn.Module, dataset: CaptionDataset,
     metrics: dict[str, float] = {}
     for step in range(1, options.steps + 1):
         indices = torch.randperm(len(dataset), generator=generator)[:batch_size].tolist()
+        if isinstance(dataset, EpochAware):  # each step its own crops and captions, fixed by the step
+            dataset.set_epoch(step)
         images, captions = largest_images(dataset, indices, device)
         to_image, to_text = joint_embedding_losses(encoder.encode_text(captions).to(device),
                                                    image_encoder(images))

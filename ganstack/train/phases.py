@@ -7,12 +7,36 @@ discriminator's ``features``/``cond_logits`` directly several times would bypass
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from ganstack.build.stack import Stack
+from ganstack.build.stack import Stack, run_chain
+from ganstack.errors import UserError
 from ganstack.interfaces import Condition, StageOutput, StepState
+
+RESERVED_TERMS = frozenset({"d_total"})  # the trainer logs each stage's D total under this name
+
+
+def merge_terms(per_loss: Sequence[dict[str, Tensor]], paths: Sequence[str], stage: int, phase: str,
+                file: str | None = None) -> dict[str, Tensor]:
+    """One stage's terms of one phase, by name; two losses naming a term alike is an error (one
+    would silently replace the other in the optimised total)."""
+    merged: dict[str, Tensor] = {}
+    owner: dict[str, str] = {}
+    for terms, path in zip(per_loss, paths, strict=True):
+        for name, value in terms.items():
+            if name in owner or name in RESERVED_TERMS:
+                other = f"{owner[name]} and {path}" if name in owner else f"{path} (the trainer's own total)"
+                raise UserError(f"stage {stage + 1}: two {phase} loss terms are named '{name}': {other}; one "
+                                "would replace the other in the optimised total", file=file, path=path,
+                                fix="remove one of the two losses from the stage, or give one of them options "
+                                "that rename its terms (each term is logged as stageK/NAME)")
+            merged[name] = value
+            owner[name] = path
+    return merged
 
 
 class GeneratorPhase(nn.Module):
@@ -29,26 +53,23 @@ class GeneratorPhase(nn.Module):
 
     def forward(self, batch: dict[str, Any], z: Tensor, active: list[int],
                 train_text: bool) -> tuple[Tensor, list[tuple[Condition, StageOutput]]]:
-        with contextlib.nullcontext() if train_text else _no_grad():
+        with contextlib.nullcontext() if train_text else torch.no_grad():
             text = self.text_encoder(batch)
-        outs: list[tuple[Condition, StageOutput]] = []
-        prev: StageOutput | None = None
-        for k in range(max(active) + 1):
-            with contextlib.nullcontext() if k in active else _no_grad():
-                cond = self.conditioners[k](text)
-                prev = self.generators[k](z if k == 0 else None, cond, prev)
-            outs.append((cond, prev))
-        return text, outs
+        parts = list(zip(self.conditioners, self.generators, strict=True))
+        return text, run_chain(parts, text, z, upto=max(active), with_grad=lambda k: k in active)
 
 
 class DiscriminatorPhase(nn.Module):
     """One stage's discriminator and loss modules: one forward gives the stage's D loss terms."""
 
-    def __init__(self, discriminator: nn.Module, losses: nn.ModuleList, index: int) -> None:
+    def __init__(self, discriminator: nn.Module, losses: nn.ModuleList, index: int,
+                 paths: Sequence[str], file: str | None = None) -> None:
         super().__init__()
         self.discriminator = discriminator
         self.losses = losses
         self.index = index
+        self.paths = list(paths)
+        self.file = file
 
     def forward(self, real: Tensor, fake: Tensor, condition: Condition, text: Tensor,
                 wrong_real: Tensor | None, prev_fake: Tensor | None,
@@ -56,10 +77,5 @@ class DiscriminatorPhase(nn.Module):
         state = StepState(stage=self.index, phase="d", discriminator=self.discriminator, real=real, fake=fake,
                           condition=condition, text=text, wrong_real=wrong_real, prev_fake=prev_fake,
                           class_id=class_id)
-        return {name: t for loss in self.losses for name, t in loss.d_terms(state).items()}
-
-
-def _no_grad() -> Any:
-    import torch
-
-    return torch.no_grad()
+        return merge_terms([loss.d_terms(state) for loss in self.losses], self.paths, self.index, "discriminator",
+                           self.file)

@@ -4,10 +4,12 @@ A layout reader supplies stored images (each at least the largest stage resoluti
 shorter side), captions, class ids and optional embeddings; this class does the per-access part:
 crop/flip, per-stage resizes, caption and embedding choice, and a mismatched ("wrong") image.
 
-Randomness: training splits draw from torch's global generator, which DataLoader seeds per
-worker, so runs repeat under ``torch.manual_seed``. Other splits are fixed: centre crop, no flip,
-the first caption (and the first ``embeddings_per_sample`` embeddings), and a wrong image drawn
-from ``(seed, index)``.
+Randomness: a training access of example ``i`` draws its crop, flip, caption, embeddings and wrong
+image from ``(seed, epoch, i)`` alone (the trainer sets the epoch with ``set_epoch`` before each
+pass), never from a process's global generator: whichever data-loading worker serves it, and
+whether the pass started at its beginning or was resumed in its middle, the example is the same.
+Other splits are fixed: centre crop, no flip, the first caption (and the first
+``embeddings_per_sample`` embeddings), and a wrong image drawn from ``(seed, index)``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class CaptionImageDataset(Dataset):
         self.resolutions = tuple(resolutions)
         self.train = train
         self.seed = seed
+        self.epoch = 0
         self.want_wrong = want_wrong
         self.flip = flip
         self.embeddings = embeddings
@@ -79,10 +82,15 @@ class CaptionImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def set_epoch(self, epoch: int) -> None:
+        """The pass over the data that the next accesses belong to (training randomness depends on it)."""
+        self.epoch = int(epoch)
+
     def _rng(self, index: int) -> np.random.Generator:
+        seed = self.seed % 2**63
         if self.train:
-            return np.random.default_rng(int(torch.randint(2**62, ())))
-        return np.random.default_rng((self.seed, index))
+            return np.random.default_rng((seed, self.epoch, index))
+        return np.random.default_rng((seed, index))
 
     def _stages(self, index: int, rng: np.random.Generator) -> list[torch.Tensor]:
         stages = crop_stages(self.images[index], self.resolutions, rng if self.train else None,

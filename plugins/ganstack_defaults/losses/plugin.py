@@ -52,6 +52,8 @@ class MatchingAwareLoss(nn.Module):
     def __init__(self, options: AdversarialOptions, ctx: LossContext) -> None:
         super().__init__()
         self.options = options
+        # wrong: class pairs real images of another class, which the dataset loads only when asked
+        self.requests = frozenset({"wrong_images"}) if options.wrong == "class" else frozenset()
 
     def _logits(self, step: StepState, *, with_wrong: bool) -> _Logits:
         d = step.discriminator

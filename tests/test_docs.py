@@ -138,6 +138,9 @@ def test_architecture_module_table_and_folders_agree() -> None:
                 for p in (ROOT / base).rglob("__init__.py")}
     folders_named = set(tables) | {m.rsplit("/", 1)[0] for m in listed}
     assert packages - folders_named == set(), "package folders missing from docs/architecture.md"
+    modules = {p.relative_to(ROOT).as_posix() for base in ("ganstack", "plugins/ganstack_defaults")
+               for p in (ROOT / base).rglob("*.py") if p.name != "__init__.py"}
+    assert modules - set(listed) == set(), "modules missing from docs/architecture.md's tables"
     assert {f for f in folders_named if f != "plugins/ganstack_defaults"} <= packages | {"plugins/ganstack_defaults"}
 
 

@@ -232,10 +232,10 @@ def test_tensorflow_variables_are_pointed_to_the_converter(tmp_path: Path) -> No
         load_network("stackgan-inception", path, CPU)
 
 
-def test_pool3_equals_pytorch_fids_own_code_where_it_is_installed(tmp_path: Path,
+def test_pool3_equals_pytorch_fids_own_code(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """An end-to-end check against pytorch-fid itself (not a dependency: skipped without it)."""
-    reference = pytest.importorskip("pytorch_fid.inception")
+    """An end-to-end check against pytorch-fid itself (a test-only dependency, in the `test` extra)."""
+    import pytorch_fid.inception as reference
     state = random_state(file_layout(), seed=3)
     path = tmp_path / "pt_inception.pth"
     torch.save(state, path)

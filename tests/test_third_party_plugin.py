@@ -109,14 +109,6 @@ def test_an_error_names_the_recipe_and_the_components_place(installed: tuple[Pat
             "text embedding's 16. Fix: use at most 128") in message
 
 
-def _trainer_honours_requests() -> bool:
-    from ganstack.interfaces import Loss
-
-    return "requests" in getattr(Loss, "__annotations__", {})
-
-
-@pytest.mark.skipif(not _trainer_honours_requests(),
-                    reason="the trainer does not read a loss's declared `requests` yet (interfaces.Loss.requests)")
 def test_a_loss_that_requests_wrong_class_images_gets_them(installed: tuple[Path, dict[str, str]],
                                                            tmp_path: Path) -> None:
     project, env = installed

@@ -541,3 +541,14 @@ def test_pytorch_fids_file_under_another_network_is_noted(weights: Path, monkeyp
     assert "note" not in metric.evaluate(FakeSource(data), n=4)  # a torchvision file under torchvision
     monkeypatch.setattr(inception, "PUBLISHED_FID_SHA256_PREFIX", metric.weights_sha256[:8])  # as if released
     assert "set network: pytorch-fid" in metric.evaluate(FakeSource(data), n=4)["note"]
+
+
+def test_frechet_distance_of_nearly_constant_features_is_finite_and_exact() -> None:
+    """Features that barely vary (random weights, one repeated image) give covariances of ~1e-17, where
+    LAPACK's eigh can fail to converge; the distance is then still the closed form."""
+    rng = np.random.default_rng(0)
+    a = 1e-9 * rng.standard_normal((40, 256))
+    s1 = np.cov(a, rowvar=False)
+    mu1, mu2 = np.zeros(256), np.full(256, 0.5)
+    assert frechet_distance(mu1, s1, mu2, s1) == pytest.approx(256 * 0.25, rel=1e-9)
+    assert frechet_distance(mu1, np.zeros((256, 256)), mu1, np.zeros((256, 256))) == 0.0

@@ -66,9 +66,32 @@ class FeatureMoments:
         return mu.cpu(), ((sigma + sigma.T) / 2).cpu()
 
 
+def _psd_eigh(matrix: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigenvalues and vectors of a symmetric PSD matrix, robust to what features give in practice.
+
+    Near-constant features give covariances of 1e-17, where LAPACK's divide-and-conquer ``eigh`` can
+    fail to converge: the matrix is then scaled to unit size and tried again, and if that fails too,
+    the SVD gives the eigenvectors (the Rayleigh quotients keep the eigenvalues' signs).
+    """
+    sym = (matrix + matrix.T) / 2
+    try:
+        return torch.linalg.eigh(sym)
+    except torch.linalg.LinAlgError:
+        pass
+    scale = sym.abs().max()
+    if scale == 0:
+        return torch.zeros(sym.shape[0], dtype=sym.dtype), torch.eye(sym.shape[0], dtype=sym.dtype)
+    try:
+        w, v = torch.linalg.eigh(sym / scale)
+    except torch.linalg.LinAlgError:
+        v = torch.linalg.svd(sym / scale)[0]
+        w = torch.einsum("ij,jk,ki->i", v.T, sym / scale, v)
+    return w * scale, v
+
+
 def sqrtm_psd(matrix: Tensor) -> Tensor:
     """Square root of a symmetric positive semi-definite matrix (negative eigenvalues read as 0)."""
-    w, v = torch.linalg.eigh((matrix + matrix.T) / 2)
+    w, v = _psd_eigh(matrix)
     return (v * w.clamp(min=0).sqrt()) @ v.T
 
 
@@ -85,6 +108,6 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
                          f"sigma {tuple(s1.shape)}/{tuple(s2.shape)}")
     root1 = sqrtm_psd(s1)
     middle = root1 @ s2 @ root1
-    trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    trace_sqrt = _psd_eigh(middle)[0].clamp(min=0).sqrt().sum()
     diff = m1 - m2
     return float(diff @ diff + torch.trace(s1) + torch.trace(s2) - 2 * trace_sqrt)

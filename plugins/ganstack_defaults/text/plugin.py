@@ -3,7 +3,8 @@
 - ``precomputed``: the dataset's stored embeddings (the paper's setting);
 - ``bow``: a bag of words (and word n-grams), trained with the generator or fixed;
 - ``char-cnn-rnn``: Reed et al.'s character CNN-RNN (pretrain it with ``ganstack pretrain-encoder``);
-- ``sentence-transformer``: frozen all-MiniLM-L6-v2 from an optional package.
+- ``sentence-transformer``: frozen all-MiniLM-L6-v2 from an optional package;
+- ``word-gru``: learnt word vectors read in order by a bidirectional GRU.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ganstack_defaults.text.bow import BagOfWordsEncoder, BowOptions
 from ganstack_defaults.text.charcnnrnn import CharCnnRnnEncoder, CharCnnRnnOptions
 from ganstack_defaults.text.minilm import MiniLMEncoder, MiniLMOptions
 from ganstack_defaults.text.precomputed import PrecomputedEncoder, PrecomputedOptions
+from ganstack_defaults.text.wordgru import WordGruEncoder, WordGruOptions
 
 
 def build_precomputed(options: PrecomputedOptions, ctx: TextEncoderContext) -> PrecomputedEncoder:
@@ -37,9 +39,15 @@ def build_sentence_transformer(options: MiniLMOptions, ctx: TextEncoderContext) 
     return MiniLMEncoder(options).to(ctx.device)
 
 
+def build_word_gru(options: WordGruOptions, ctx: TextEncoderContext) -> WordGruEncoder:
+    """Word vectors read in order by a bidirectional GRU; follows rewordings better than a bag of words."""
+    return WordGruEncoder(options).to(ctx.device)
+
+
 @hookimpl
 def register_components(register: Register) -> None:
     register("text_encoder", "precomputed", build_precomputed, options=PrecomputedOptions)
     register("text_encoder", "bow", build_bow, options=BowOptions)
     register("text_encoder", "char-cnn-rnn", build_char_cnn_rnn, options=CharCnnRnnOptions)
     register("text_encoder", "sentence-transformer", build_sentence_transformer, options=MiniLMOptions)
+    register("text_encoder", "word-gru", build_word_gru, options=WordGruOptions)

@@ -45,6 +45,7 @@ from ganstack.interfaces import DataContext, TextEncoderContext
 from ganstack.train.encoder_pretraining import PretrainOptions, pretrain_char_cnn_rnn
 from ganstack_defaults.shapes import scenes as shapes
 from ganstack_defaults.shapes.dataset import ShapesDataset, ShapesOptions, build_shapes
+from ganstack_defaults.text.vocab import Vocabulary
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS: dict[str, tuple[str, ...]] = {"background": shapes.COLORS, "color": shapes.COLORS, "shape": shapes.SHAPES,
@@ -55,6 +56,8 @@ CHAR = {"dim": 64, "max_length": 96, "conv_channels": [64, 64, 64], "rnn_hidden"
 ENCODERS: tuple[tuple[str, str, dict, str], ...] = (
     ("bow (quickstart: fixed, 1-3-grams, 512-d)", "bow", QUICKSTART_BOW, "fixed"),
     ("bow, single words, fixed, 512-d", "bow", {**QUICKSTART_BOW, "ngrams": 1}, "fixed"),
+    ("bow 1-3-grams, fixed, 512-d, 4096 terms", "bow", {**QUICKSTART_BOW, "max_vocab": 4096}, "fixed"),
+    ("bow 1-3-grams, fixed, 1024-d, 4096 terms", "bow", {**QUICKSTART_BOW, "dim": 1024, "max_vocab": 4096}, "fixed"),
     ("bow 1-3-grams, pretrained", "bow", {**QUICKSTART_BOW, "dim": 128, "trainable": True}, "pretrained"),
     ("bow 1-3-grams, supervised", "bow", {**QUICKSTART_BOW, "dim": 128, "trainable": True}, "supervised"),
     ("char-cnn-rnn, random, fixed", "char-cnn-rnn", CHAR, "fixed"),
@@ -62,8 +65,36 @@ ENCODERS: tuple[tuple[str, str, dict, str], ...] = (
     ("char-cnn-rnn, supervised", "char-cnn-rnn", CHAR, "supervised"),
     ("word-gru, pretrained", "word-gru", {}, "pretrained"),
     ("word-gru, supervised", "word-gru", {}, "supervised"),
+    ("small transformer (benchmark-only candidate), supervised", "tiny-transformer", {}, "supervised"),
     ("sentence-transformer (all-MiniLM-L6-v2), frozen", "sentence-transformer", {}, "fixed"),
 )
+
+
+class TinyTransformer(torch.nn.Module):
+    """A candidate not shipped as a plugin: word vectors plus learnt positions, 2 post-norm layers, mean."""
+
+    def __init__(self, dim: int = 128, width: int = 64, layers: int = 2, max_words: int = 64) -> None:
+        super().__init__()
+        self.dim, self.max_words, self.vocabulary = dim, max_words, None
+        self.embed = torch.nn.Embedding(2002, width, padding_idx=0)
+        self.position = torch.nn.Embedding(max_words, width)
+        layer = torch.nn.TransformerEncoderLayer(width, 4, 2 * width, dropout=0.1, batch_first=True)
+        self.layers = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = torch.nn.Linear(width, dim)
+
+    def prepare(self, dataset: ShapesDataset) -> None:
+        self.vocabulary = Vocabulary.from_captions(dataset.captions(), min_count=1, max_words=2000)
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        rows = [[i + 1 for i in self.vocabulary.indices(t)[: self.max_words]] or [0] for t in texts]
+        table = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+        for n, row in enumerate(rows):
+            table[n, : len(row)] = torch.tensor(row)
+        pad = table == 0
+        x = self.embed(table) + self.position(torch.arange(table.shape[1]))[None]
+        x = self.layers(x, src_key_padding_mask=pad)
+        keep = (~pad).float()[..., None]
+        return self.out((x * keep).sum(1) / keep.sum(1).clamp(min=1))
 
 
 def named(caption: str) -> dict[str, str]:
@@ -142,9 +173,12 @@ def probe(train_x: torch.Tensor, train_y: torch.Tensor, classes: int) -> Callabl
 
 def measure(name: str, kind: str, options: dict, mode: str, sets: dict, args: argparse.Namespace,
             cache: Path) -> dict:
-    entry = load_plugins().registry.get("text_encoder", kind)
     torch.manual_seed(args.seed)
-    encoder = entry.factory(entry.options(**options), TextEncoderContext())
+    if kind == "tiny-transformer":
+        encoder = TinyTransformer(**options)
+    else:
+        entry = load_plugins().registry.get("text_encoder", kind)
+        encoder = entry.factory(entry.options(**options), TextEncoderContext())
     dataset = train_dataset(args.train_scenes, args.seed, cache)
     encoder.prepare(dataset)
     started = time.monotonic()
@@ -189,13 +223,16 @@ def main() -> int:
     parser.add_argument("--pretrain-steps", type=int, default=600, help="steps of pretraining or supervision")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (and training seed)")
     parser.add_argument("--only", help="comma-separated registered encoder types to measure (default: all)")
+    parser.add_argument("--modes", default="fixed,pretrained,supervised",
+                        help="comma-separated ways of training to measure: fixed, pretrained, supervised")
     args = parser.parse_args()
     wanted = set(args.only.split(",")) if args.only else None
+    modes = set(args.modes.split(","))
     sets = caption_sets(args.train_scenes, args.eval_scenes, args.seed)
     rows = []
     with tempfile.TemporaryDirectory() as cache:
         for name, kind, options, mode in ENCODERS:
-            if wanted is not None and kind not in wanted:
+            if (wanted is not None and kind not in wanted) or mode not in modes:
                 continue
             rows.append(measure(name, kind, options, mode, sets, args, Path(cache)))
             r = rows[-1]

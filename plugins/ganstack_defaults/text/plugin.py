@@ -40,7 +40,7 @@ def build_sentence_transformer(options: MiniLMOptions, ctx: TextEncoderContext) 
 
 
 def build_word_gru(options: WordGruOptions, ctx: TextEncoderContext) -> WordGruEncoder:
-    """Word vectors read in order by a bidirectional GRU; follows rewordings better than a bag of words."""
+    """Word vectors read in order by a bidirectional GRU: it reads word order, which a bag of words does not."""
     return WordGruEncoder(options).to(ctx.device)
 
 

@@ -21,6 +21,7 @@ pure function of that key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Sequence
@@ -66,8 +67,13 @@ class Frame:
 
     def needs(self) -> frozenset[str]:
         """Attributes (``size``, ``position``) the frame cannot leave out."""
-        outside = _GROUP.sub("", self.template)
-        return frozenset(a for slot in _SLOT.findall(outside) for a in _SLOT_NEEDS.get(slot, ()))
+        return _needs(self.template)
+
+
+@functools.cache
+def _needs(template: str) -> frozenset[str]:
+    outside = _GROUP.sub("", template)
+    return frozenset(a for slot in _SLOT.findall(outside) for a in _SLOT_NEEDS.get(slot, ()))
 
 
 # Slots that exist only when an attribute is named; {S} and {SCL} carry the size when it is named.
@@ -103,7 +109,13 @@ HELDOUT_FRAMES: frozenset[str] = frozenset(f.name for f in FRAMES[15:])
 SEEN_FRAMES: tuple[Frame, ...] = tuple(f for f in FRAMES if f.name not in HELDOUT_FRAMES)
 UNSEEN_FRAMES: tuple[Frame, ...] = tuple(f for f in FRAMES if f.name in HELDOUT_FRAMES)
 
-_CORNER = re.compile(r"^(top|bottom) (left|right)$")
+
+
+@functools.cache
+def frames_naming(include: frozenset[str], wording: str) -> tuple[Frame, ...]:
+    """The frames of a ``seen``/``unseen``/``any`` wording that can name just ``include`` (and shape, colours)."""
+    frames = {"seen": SEEN_FRAMES, "unseen": UNSEEN_FRAMES, "any": FRAMES}[wording]
+    return tuple(f for f in frames if f.needs() <= include)
 
 
 def _shape_np(ch: Choices, a: dict[str, str], size: bool) -> str:

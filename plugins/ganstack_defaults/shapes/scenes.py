@@ -200,18 +200,19 @@ def captions(scene: Scene, seed: int, split: str = "train") -> list[str]:
         raise ValueError(f"unknown shapes split '{split}'; use one of {', '.join(SPLITS)}")
     key = "/".join(map(str, ("ganstack-shapes", SPEC_VERSION, "caption", seed, split, *attrs.astuple(scene))))
     everything = frozenset({"size", "position"})
-    frames = grammar.SEEN_FRAMES if split == "train" else grammar.FRAMES
     texts: list[str] = []
     for slot in range(CAPTIONS_PER_SCENE):
         for attempt in itertools.count():
             choices = grammar.Choices(f"{key}/{slot}/{attempt}")
             if slot == 0 or (slot == 1 and split == "train"):
-                pool, include = grammar.SEEN_FRAMES, everything
+                pool = grammar.frames_naming(everything, "seen")
+                include = everything
             elif slot == 1:
-                pool, include = grammar.UNSEEN_FRAMES, everything
+                pool = grammar.frames_naming(everything, "unseen")
+                include = everything
             else:
                 include = frozenset(a for a in sorted(everything) if choices.chance(1, 2))
-                pool = tuple(f for f in frames if f.needs() <= include)
+                pool = grammar.frames_naming(include, "seen" if split == "train" else "any")
             text = grammar.describe(pool[choices.number() % len(pool)], scene.attributes(), include, choices)
             if text not in texts:
                 texts.append(text)

@@ -23,7 +23,7 @@ trained GAN (minutes per encoder instead of a 10-minute run each). For each enco
 Usage::
 
     python benchmarks/encoders_shapes.py --out benchmarks/results/encoders-shapes.json
-    python benchmarks/encoders_shapes.py --only bow,word-gru --pretrain-steps 100 --out /tmp/e.json
+    python benchmarks/encoders_shapes.py --only bow,word-gru --pretrain-steps 100 --out e.json
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def main() -> int:
                   f"background {r['test/background']:.3f} / unseen {r['test/background/unseen_wording']:.3f}, "
                   f"all {r['test/all']:.3f} / unseen {r['test/all/unseen_wording']:.3f} "
                   f"({r['train_seconds']} s training, {r['embed_seconds']} s embedding)", flush=True)
-    report = {"arguments": vars(args), "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
+    report = {"arguments": {k: v for k, v in vars(args).items() if k != "out"}, "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
               "threads": torch.get_num_threads(), "spec_version": shapes.SPEC_VERSION, "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -196,6 +196,21 @@ PINNED_TEST_CAPTIONS = ["at the bottom right there is a small white circle again
                         "The background, which is red, is behind a small white circle towards the bottom right"]
 
 
+def test_a_frame_that_must_name_the_position_refuses_to_leave_it_out() -> None:
+    frame = next(f for f in grammar.FRAMES if f.name == "background-then-place")
+    assert frame.needs() == {"position"}
+    attributes = Scene("circle", "red", "blue", "small", "top left").attributes()
+    with pytest.raises(ValueError, match="position"):
+        grammar.describe(frame, attributes, frozenset({"size"}), grammar.Choices("k"))
+    text = grammar.describe(frame, attributes, frozenset({"size", "position"}), grammar.Choices("k"))
+    assert read_caption(text)["position"] == {"top left"}
+    assert not [f for f in grammar.frames_naming(frozenset(), "any") if f.needs()]
+    with pytest.raises(ValueError, match="wording"):
+        shapes.caption_for(shapes.make_scenes(1, 0, "test")[0], 0, "test", "novel")
+    with pytest.raises(ValueError, match="split"):
+        shapes.captions(shapes.make_scenes(1, 0, "test")[0], 0, "validation")
+
+
 def test_captions_are_pinned() -> None:
     """Pinned: a change here changes every dataset and metric, and must bump SPEC_VERSION."""
     first = shapes.make_scenes(1, 0, "train")[0]

@@ -9,6 +9,7 @@ Geometry, in fractions of the canvas side: the shape's bounding box has its larg
 :data:`SIZE_FRACTION` (a triangle is as wide as that and ``sqrt(3)/2`` as tall) and is centred on
 :data:`POSITION_CENTRE` plus a jitter ``(dx, dy)`` of at most :data:`JITTER`. Large shapes are
 always centred. ``class_id`` is ``SHAPES.index(shape) * len(PALETTE) + colour index`` (24 classes).
+Captions are written by :mod:`.grammar`, whose held-out sentence shapes occur only outside ``train``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ steps), or takes a run you already trained with it (``--run DIR``), then scores 
 - ``quality.json``: per checkpoint, the training time and every alignment value;
 - ``alignment.png``: alignment against training time;
 - ``samples.png``: the last sample sheet of the run;
-- a table on stdout, with the issue's targets beside the final values.
+- a table on stdout, with the issue's targets beside the final values, then the same values for
+  captions in held-out sentence shapes (``.../unseen_wording``).
 
 Usage::
 
@@ -142,7 +143,9 @@ def main() -> int:
     if sheets:
         shutil.copy(sheets[-1], out / "samples.png")
     print("\n| value | final | target |\n| --- | --- | --- |")
-    for key in PLOTTED + ["holdout/background", "holdout/shape", "holdout/position", "real_test/all"]:
+    unseen = [f"{k}/unseen_wording" for k in ("test/background", "test/color", "test/shape", "test/position",
+                                               "test/all", "holdout/color")]
+    for key in PLOTTED + ["holdout/background", "holdout/shape", "holdout/position", "real_test/all"] + unseen:
         target = f">= {TARGETS[key]:.0%}" if key in TARGETS else ""
         print(f"| {key} | {final[key]:.1%} | {target} |")
     print(f"\nWrote {out / 'quality.json'}, {out / 'alignment.png'}, {out / 'samples.png'}")

@@ -345,7 +345,8 @@ class ShapesSource:
     """'Generates' real renders of the captioned scenes (or noise) at the stack's two resolutions."""
 
     def __init__(self, n: int, seed: int, cache: Path, noise: bool = False) -> None:
-        self.scene_of = {caption: scene for split in SPLITS for scene, caption in evaluation_scenes(n, seed, split)}
+        self.scene_of = {caption: scene for split in SPLITS for wording in shapes.WORDINGS
+                         for scene, caption in evaluation_scenes(n, seed, split, wording)}
         self.cache = cache
         self.noise = noise
 
@@ -387,14 +388,39 @@ def test_shapes_alignment_of_true_renders_is_perfect_and_of_noise_near_chance(
     metric = entry.factory(entry.options(seed=3, cache_dir=str(judge_cache)), MetricContext())
     perfect = metric.evaluate(ShapesSource(60, 3, tmp_path), n=60)
     keys = {f"{s}/{a}" for s in ("test", "holdout", "real_test") for a in (*shapes.ATTRIBUTES, "all")}
+    keys |= {f"{s}/{a}/unseen_wording" for s in ("test", "holdout") for a in (*shapes.ATTRIBUTES, "all")}
     assert set(perfect) == keys
     assert min(perfect.values()) >= 0.98, perfect
     noise = metric.evaluate(ShapesSource(60, 3, tmp_path, noise=True), n=60)
     for split in ("test", "holdout"):
-        assert noise[f"{split}/all"] <= 0.05
-        assert noise[f"{split}/color"] <= 0.35 and noise[f"{split}/background"] <= 0.35
-        assert noise[f"{split}/shape"] <= 0.6
+        for suffix in ("", "/unseen_wording"):
+            assert noise[f"{split}/all{suffix}"] <= 0.05
+            assert noise[f"{split}/color{suffix}"] <= 0.35 and noise[f"{split}/background{suffix}"] <= 0.35
+            assert noise[f"{split}/shape{suffix}"] <= 0.6
     assert noise["real_test/all"] >= 0.98  # the judge itself is still right about real images
+
+
+class SeenWordingsOnlySource(ShapesSource):
+    """Draws the scene of a seen wording, and a blank picture for a caption in a held-out sentence shape."""
+
+    def generate(self, captions: list[str], seed: int = 0) -> list[Tensor]:
+        seen = {caption for split in SPLITS for _, caption in evaluation_scenes(60, 3, split, "seen")}
+        if all(c in seen for c in captions):
+            return super().generate(captions, seed)
+        assert not any(c in seen for c in captions), "a batch mixes seen and unseen wordings"
+        return [torch.full((len(captions), 3, r, r), -1.0) for r in SHAPES_RES]
+
+
+def test_shapes_alignment_reports_unseen_wordings_apart(judge_cache: Path, tmp_path: Path) -> None:
+    metric = ShapesAlignment(ShapesAlignmentOptions(seed=3, cache_dir=str(judge_cache)), "cpu")
+    result = metric.evaluate(SeenWordingsOnlySource(60, 3, tmp_path), n=60)
+    for split in ("test", "holdout"):
+        assert result[f"{split}/all"] >= 0.98 and result[f"{split}/background"] >= 0.98
+        assert result[f"{split}/all/unseen_wording"] <= 0.05
+        assert result[f"{split}/background/unseen_wording"] <= 0.3
+    seen_only = ShapesAlignment(ShapesAlignmentOptions(seed=3, cache_dir=str(judge_cache), unseen_wording=False),
+                                "cpu").evaluate(SeenWordingsOnlySource(60, 3, tmp_path), n=60)
+    assert not [k for k in seen_only if "unseen" in k] and seen_only["test/all"] == result["test/all"]
 
 
 def test_shapes_alignment_refuses_other_datasets(judge_cache: Path) -> None:

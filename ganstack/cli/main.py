@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
 
     p = sub.add_parser("pretrain-encoder", help="pretrain a recipe's text encoder against images",
-                       description="Train the recipe's text encoder (char-cnn-rnn or bow) with the symmetric "
+                       description="Train the recipe's text encoder (char-cnn-rnn, word-gru or bow) with the symmetric "
                        "joint-embedding loss of Reed et al. against a small image encoder, on the recipe's "
                        "training data, and save it. Start a run from it with `text_encoder_init: FILE`; "
                        "score generated images with the r-precision metric (encoder_checkpoint: FILE).")
@@ -574,7 +574,7 @@ def cmd_pretrain_encoder(args: argparse.Namespace) -> int:
     encoder = build_text_encoder(resolved)
     if not any(p.requires_grad for p in encoder.parameters()):
         raise UserError(f"the text encoder '{resolved.recipe.text_encoder.type}' has nothing to train",
-                        file=args.recipe, path="text_encoder.type", fix="use char-cnn-rnn or bow")
+                        file=args.recipe, path="text_encoder.type", fix="use char-cnn-rnn, word-gru or bow (with trainable: true)")
     resolutions = build_stack(resolved).resolutions
     dataset = build_dataset(resolved, "train", resolutions)
     options = structure({"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,

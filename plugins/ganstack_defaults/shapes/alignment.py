@@ -2,8 +2,11 @@
 
 For ``n`` scenes of the ``test`` split and ``n`` of the ``holdout`` split (colour pairs never
 trained on) it generates one image from each scene's first caption, which names all five
-attributes, and a judge (:mod:`metric_shapes_judge`) reads the attributes back. Reported as
-fractions: ``test/<attribute>``, ``test/all`` (every attribute right), the same under
+attributes in a sentence shape the training captions use, and one from its second caption, which
+names them in a held-out sentence shape no training caption has (:mod:`.grammar`); a judge
+(:mod:`.judge`) reads the attributes back. Reported as fractions: ``test/<attribute>``,
+``test/all`` (every attribute right) for the seen wordings, ``test/<attribute>/unseen_wording``
+and ``test/all/unseen_wording`` for the held-out ones (same scenes, same noise), the same under
 ``holdout/``, and ``real_test/...``, the judge's own accuracy on real renders of the test scenes,
 which bounds how far the other numbers can be trusted.
 """
@@ -43,7 +46,8 @@ class ShapesAlignmentOptions:
     images generated and judged at a time; ``stage``: which stage's images are judged, 1-based
     (null: the last); ``cache_dir``: folder caching trained judges, one per resolution and judge
     setting; ``judge_steps``: training steps of the judge; ``judge_train_scenes``: real ``train``
-    scenes the judge learns from (100 or more)
+    scenes the judge learns from (100 or more); ``unseen_wording``: also judge images drawn from
+    captions in held-out sentence shapes (``.../unseen_wording``; doubles the images generated)
     """
 
     seed: int = 0
@@ -52,11 +56,12 @@ class ShapesAlignmentOptions:
     cache_dir: str = ".ganstack-cache/shapes-judge"
     judge_steps: int = attrs.field(default=JudgeSpec().steps, validator=v.ge(1))
     judge_train_scenes: int = attrs.field(default=JudgeSpec().train_scenes, validator=v.ge(100))
+    unseen_wording: bool = True
 
 
-def evaluation_scenes(n: int, seed: int, split: str) -> list[tuple[shapes.Scene, str]]:
-    """The scenes a ``seed`` evaluates on ``split``, each with the caption its image is drawn from."""
-    return [(scene, shapes.captions(scene, seed)[0]) for scene in shapes.make_scenes(n, seed, split)]
+def evaluation_scenes(n: int, seed: int, split: str, wording: str = "seen") -> list[tuple[shapes.Scene, str]]:
+    """The scenes a ``seed`` evaluates on ``split``, each with its caption in a ``seen`` or ``unseen`` wording."""
+    return [(scene, shapes.caption_for(scene, seed, split, wording)) for scene in shapes.make_scenes(n, seed, split)]
 
 
 class ShapesAlignment:
@@ -104,10 +109,13 @@ class ShapesAlignment:
                             fix="set evaluation.n to 1 or more (a few hundred give stable numbers)")
         self._check_dataset(source)
         result: dict[str, float] = {}
+        wordings = shapes.WORDINGS if self.options.unseen_wording else ("seen",)
         for split in SPLITS:
-            scenes, captions = zip(*evaluation_scenes(n, self.options.seed, split), strict=True)
-            predicted, resolution = self._judge_generated(source, list(captions))
-            result.update({f"{split}/{k}": x for k, x in accuracy(predicted, labels(scenes)).items()})
+            for wording in wordings:
+                scenes, captions = zip(*evaluation_scenes(n, self.options.seed, split, wording), strict=True)
+                predicted, resolution = self._judge_generated(source, list(captions))
+                suffix = "" if wording == "seen" else f"/{wording}_wording"
+                result.update({f"{split}/{k}{suffix}": x for k, x in accuracy(predicted, labels(scenes)).items()})
             if split == "test":
                 real = self._judge_real(list(scenes), resolution)
                 result.update({f"real_test/{k}": x for k, x in accuracy(real, labels(scenes)).items()})

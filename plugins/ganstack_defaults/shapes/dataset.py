@@ -4,7 +4,8 @@ Scenes are rendered once at the largest stage resolution and cached as one .npy 
 smaller stages are area-averaged from that render on access (exactly ``render_stages``). No crop
 and no flip: captions name positions. ``class_id`` is ``Scene.class_id`` (shape and colour, 24
 classes), so a mismatched image differs in shape or colour. Training accesses pick one of the
-five captions at random; other splits always give the first, which names all five attributes.
+five captions at random; other splits always give the first, which names all five attributes in a
+sentence shape of the training captions (the second, in a held-out one, is for ``shapes-alignment``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def build_shapes(options: ShapesOptions, ctx: DataContext) -> ShapesDataset:
     images = _rendered(ctx.cache_dir / f"shapes-v{shapes.SPEC_VERSION}-{split}-{size}-{key[:20]}.npy",
                        scenes, size)
     return ShapesDataset(
-        scenes, images=images, captions=[shapes.captions(s, options.seed) for s in scenes],
+        scenes, images=images, captions=[shapes.captions(s, options.seed, split) for s in scenes],
         class_ids=[s.class_id for s in scenes], resolutions=ctx.resolutions, train=split == "train",
         seed=ctx.seed, want_wrong=ctx.want_wrong, flip=False, resize=shapes.downsample,
         fingerprint=cache_key(["shapes", key, attrs.asdict(options)]),

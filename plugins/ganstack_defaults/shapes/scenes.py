@@ -9,11 +9,13 @@ Geometry, in fractions of the canvas side: the shape's bounding box has its larg
 :data:`SIZE_FRACTION` (a triangle is as wide as that and ``sqrt(3)/2`` as tall) and is centred on
 :data:`POSITION_CENTRE` plus a jitter ``(dx, dy)`` of at most :data:`JITTER`. Large shapes are
 always centred. ``class_id`` is ``SHAPES.index(shape) * len(PALETTE) + colour index`` (24 classes).
+Captions are written by :mod:`.grammar`, whose held-out sentence shapes occur only outside ``train``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -21,7 +23,10 @@ import attrs
 import numpy as np
 from PIL import Image
 
-SPEC_VERSION = 1
+from ganstack_defaults.shapes import grammar
+
+SPEC_VERSION = 2  # 2: captions from the grammar of .grammar, with held-out sentence shapes
+_SCENE_VERSION = 1  # scenes, jitter and pixels are unchanged since version 1: their hash keys stay
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 50, 50),
@@ -89,7 +94,7 @@ class Scene:
 
 def _words(*key: object) -> list[int]:
     """Eight stable 32-bit numbers derived from ``key``."""
-    digest = hashlib.sha256("/".join(map(str, ("ganstack-shapes", SPEC_VERSION, *key))).encode()).digest()
+    digest = hashlib.sha256("/".join(map(str, ("ganstack-shapes", _SCENE_VERSION, *key))).encode()).digest()
     return [int.from_bytes(digest[i:i + 4], "big") for i in range(0, 32, 4)]
 
 
@@ -180,43 +185,46 @@ def render_stages(scene: Scene, sizes: Sequence[int]) -> list[np.ndarray]:
     return [downsample(full, s) for s in sizes]
 
 
-# Five caption slots; each names the shape, its colour and the background. Slots 0 and 1 also
-# name size and position, and captions()[0] always comes from one of them.
-_TEMPLATES: tuple[tuple[str, str], ...] = (
-    ("a {background} background with a {size} {color} {shape} in the {position}",
-     "in the {position} there is a {size} {color} {shape} on a {background} background"),
-    ("a {size} {color} {shape} in the {position} of a {background} picture",
-     "the picture shows a {size} {color} {shape} in the {position} on a {background} background"),
-    ("a {size} {color} {shape} on a {background} background",
-     "a {background} background behind a {size} {color} {shape}"),
-    ("there is a {color} {shape} in the {position}. the background is {background}.",
-     "a {color} {shape} sits in the {position} of a {background} picture"),
-    ("the {shape} is {color} and the background is {background}.",
-     "a {color} {shape} against a {background} background"),
-)
+CAPTIONS_PER_SCENE = 5
+WORDINGS: tuple[str, ...] = ("seen", "unseen")
 
 
-def _with_articles(text: str) -> str:
-    words = text.split(" ")
-    return " ".join("an" if w == "a" and i + 1 < len(words) and words[i + 1][0] in "aeiou" else w
-                    for i, w in enumerate(words))
+def captions(scene: Scene, seed: int, split: str = "train") -> list[str]:
+    """Five captions of ``scene`` from the grammar of :mod:`.grammar`; the first names all five attributes.
+
+    In ``train`` every caption comes from a sentence shape of :data:`grammar.SEEN_FRAMES`. In
+    ``test`` and ``holdout`` the first is such a caption too, the second names all five attributes in
+    a held-out sentence shape (:data:`grammar.UNSEEN_FRAMES`), and the other three come from either.
+    Captions after the first two leave out the size, the position or both, half the time each.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown shapes split '{split}'; use one of {', '.join(SPLITS)}")
+    key = "/".join(map(str, ("ganstack-shapes", SPEC_VERSION, "caption", seed, split, *attrs.astuple(scene))))
+    everything = frozenset({"size", "position"})
+    texts: list[str] = []
+    for slot in range(CAPTIONS_PER_SCENE):
+        for attempt in itertools.count():
+            choices = grammar.Choices(f"{key}/{slot}/{attempt}")
+            if slot == 0 or (slot == 1 and split == "train"):
+                pool = grammar.frames_naming(everything, "seen")
+                include = everything
+            elif slot == 1:
+                pool = grammar.frames_naming(everything, "unseen")
+                include = everything
+            else:
+                include = frozenset(a for a in sorted(everything) if choices.chance(1, 2))
+                pool = grammar.frames_naming(include, "seen" if split == "train" else "any")
+            text = grammar.describe(pool[choices.number() % len(pool)], scene.attributes(), include, choices)
+            if text not in texts:
+                texts.append(text)
+                break
+    return texts
 
 
-def captions(scene: Scene, seed: int) -> list[str]:
-    """Five captions of ``scene`` from varied templates; the first names all five attributes."""
-    variant = _words(seed, "variant", *attrs.astuple(scene))
-    order = _words(seed, "order", *attrs.astuple(scene))
-    texts = [_with_articles(pair[variant[i] % 2].format(**scene.attributes()))
-             for i, pair in enumerate(_TEMPLATES)]
-    first = variant[5] % 2
-    rest = sorted((i for i in range(len(texts)) if i != first), key=lambda i: order[i])
-    return [texts[first], *(texts[i] for i in rest)]
-
-
-def _vocabulary() -> frozenset[str]:
-    words = {w.strip(".,") for pair in _TEMPLATES for t in pair for w in t.split() if "{" not in w}
-    names = (*COLORS, *SHAPES, *SIZES, *POSITIONS)
-    return frozenset(words | {"an"} | {w for name in names for w in name.split()})
-
-
-VOCABULARY: frozenset[str] = _vocabulary()
+def caption_for(scene: Scene, seed: int, split: str, wording: str) -> str:
+    """The caption of ``scene`` naming all five attributes in a ``seen`` or ``unseen`` sentence shape."""
+    if wording not in WORDINGS:
+        raise ValueError(f"unknown wording '{wording}'; use one of {', '.join(WORDINGS)}")
+    if wording == "unseen" and split == "train":
+        raise ValueError("the train split has no unseen wordings; use test or holdout")
+    return captions(scene, seed, split)[WORDINGS.index(wording)]

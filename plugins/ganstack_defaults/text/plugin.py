@@ -6,6 +6,7 @@
 - ``sentence-transformer``: frozen all-MiniLM-L6-v2 from an optional package;
 - ``reed-char-cnn-rnn``: Reed's pretrained encoders themselves (CUB, Oxford-102, COCO), frozen, from
   a file written by the ``char-cnn-rnn`` importer (``ganstack import char-cnn-rnn FILE.t7``).
+- ``word-gru``: learnt word vectors read in order by a bidirectional GRU.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ganstack_defaults.text.minilm import MiniLMEncoder, MiniLMOptions
 from ganstack_defaults.text.precomputed import PrecomputedEncoder, PrecomputedOptions
 from ganstack_defaults.text.reed import ReedOptions, build_reed
 from ganstack_defaults.text.reed_import import CharCnnRnnImportOptions, run_char_cnn_rnn_import
+from ganstack_defaults.text.wordgru import WordGruEncoder, WordGruOptions
 
 
 def build_precomputed(options: PrecomputedOptions, ctx: TextEncoderContext) -> PrecomputedEncoder:
@@ -41,6 +43,11 @@ def build_sentence_transformer(options: MiniLMOptions, ctx: TextEncoderContext) 
     return MiniLMEncoder(options).to(ctx.device)
 
 
+def build_word_gru(options: WordGruOptions, ctx: TextEncoderContext) -> WordGruEncoder:
+    """Word vectors read in order by a bidirectional GRU: it reads word order, which a bag of words does not."""
+    return WordGruEncoder(options).to(ctx.device)
+
+
 @hookimpl
 def register_components(register: Register) -> None:
     register("text_encoder", "precomputed", build_precomputed, options=PrecomputedOptions)
@@ -49,3 +56,4 @@ def register_components(register: Register) -> None:
     register("text_encoder", "sentence-transformer", build_sentence_transformer, options=MiniLMOptions)
     register("text_encoder", "reed-char-cnn-rnn", build_reed, options=ReedOptions)
     register("importer", "char-cnn-rnn", run_char_cnn_rnn_import, options=CharCnnRnnImportOptions)
+    register("text_encoder", "word-gru", build_word_gru, options=WordGruOptions)

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ganstack.build.dataset import build_dataset
-from ganstack.build.devices import amp_dtype, resolve_device, retain_freed_memory
+from ganstack.build.devices import amp_dtype, flush_denormals, resolve_device, retain_freed_memory
 from ganstack.build.stack import Stack, build_stack
 from ganstack.errors import CheckpointError, DataError, PluginError
 from ganstack.interfaces import REQUESTS, requests_of
@@ -134,6 +134,7 @@ class Trainer:
                    "in fp32. Use training.amp: bf16 for mixed precision on CPU (fp16 needs CUDA), or off.")
         self.channels_last = spec.channels_last and self.device.type != "mps"
         self.retains_memory = spec.retain_memory and self.device.type == "cpu" and retain_freed_memory()
+        self.flushes_denormals = flush_denormals(self.device)
 
         seed_everything(spec.seed)
         if spec.deterministic:
@@ -254,7 +255,7 @@ class Trainer:
                 device=str(self.device), settings={
                     "seed": self.train_spec.seed, "amp": self.train_spec.amp, "amp_active": self.amp is not None,
                     "channels_last": self.channels_last, "retain_memory": self.retains_memory,
-                    "compile": self.train_spec.compile,
+                    "flush_denormals": self.flushes_denormals, "compile": self.train_spec.compile,
                     "ema": self.train_spec.ema, "deterministic": self.train_spec.deterministic,
                     "world_size": self.dist.world_size,
                     "resumed_from_step": pos.step if resumed else None}))

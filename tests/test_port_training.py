@@ -230,3 +230,16 @@ def test_the_joint_schedule_refuses_a_stage_batch_size_that_differs(cli, tmp_pat
     assert code == 2 and "stages[1].batch_size" in err and "joint" in err and "Traceback" not in err
     same = variant(tmp_path, "stages: {1: {batch_size: 8}}\ntraining: {schedule: joint}", "same.yaml")
     assert cli("check", same)[0] == 0
+
+
+@pytest.mark.parametrize("name", ["stackgan_cub", "stackgan_flowers", "stackgan_coco"])
+def test_the_paper_recipes_train_as_the_port(name: str) -> None:
+    from conftest import ROOT
+
+    recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml").recipe
+    assert recipe.training.finished_stages == "train" and recipe.training.schedule == "stagewise"
+    assert [stage.losses[0].options.wrong for stage in recipe.stages] == ["port", "port"]
+    coco = name == "stackgan_coco"
+    assert recipe.training.lr_decay_every == (20 if coco else 600)  # the port's coco_s*.yml; its default
+    assert (recipe.training.batch_size, recipe.training.epochs) == ((128, 120) if coco else (64, 600))
+    assert (recipe.stages[1].batch_size, recipe.stages[1].epochs) == ((40, 100) if coco else (None, None))

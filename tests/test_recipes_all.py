@@ -51,6 +51,8 @@ def _reduced(cli, recipe: Path, birds: Path) -> list[str]:
         sets += [f"stages.{i}.discriminator.{key}=4" for key in ("ndf", "df_dim") if key in stage["discriminator"]]
         if "condition_dim" in stage["conditioner"]:
             sets.append(f"stages.{i}.conditioner.condition_dim=8")
+        if stage.get("batch_size") is not None:  # one batch size in the joint schedule (COCO's Stage-II: 40)
+            sets.append(f"stages.{i}.batch_size=2")
     kind = data["dataset"]["type"]
     if kind == "shapes":
         sets += ["dataset.train_size=8", "dataset.test_size=4", "dataset.holdout_size=4"]

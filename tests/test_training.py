@@ -114,10 +114,17 @@ def test_bf16_autocast_trains_on_cpu_and_keeps_fp32_weights(cli, tmp_path: Path)
     assert {v.dtype for v in model.values() if torch.is_tensor(v) and v.is_floating_point()} == {torch.float32}
 
 
-def test_resume_is_bit_exact_across_a_stage_boundary(cli, tmp_path: Path) -> None:
+# the port's way: Stage-II at its own batch size (3 steps an epoch), Stage-I left in training mode; the
+# run stops inside Stage-II's block, so the resume starts mid-epoch at that block's batch size
+PORT_WAY = "stages: {1: {batch_size: 16, epochs: 2}}\ntraining: {finished_stages: train}"
+
+
+@pytest.mark.parametrize(("body", "stop"), [(None, 5), (PORT_WAY, 8)])
+def test_resume_is_bit_exact_across_a_stage_boundary(cli, tmp_path: Path, body: str | None, stop: int) -> None:
+    recipe = TINY if body is None else variant(tmp_path, body)
     full, part = tmp_path / "full", tmp_path / "part"
-    assert cli("run", TINY, "--out", full, "--max-steps", 9)[0] == 0
-    assert cli("run", TINY, "--out", part, "--max-steps", 5)[0] == 0  # stops inside stage 1 (6 steps)
+    assert cli("run", recipe, "--out", full, "--max-steps", 9)[0] == 0
+    assert cli("run", recipe, "--out", part, "--max-steps", stop)[0] == 0  # TINY: inside stage 1 (6 steps)
     code, out, err = cli("run", "--resume", part, "--max-steps", 9)
     assert code == 0, out + err
     timing = ("images_per_s", "time_s")  # wall-clock readings differ, everything else must not

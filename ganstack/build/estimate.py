@@ -27,8 +27,8 @@ OPTIMISER_COPIES = 3  # a trained weight also has its gradient and Adam's two mo
 @attrs.frozen
 class StackSize:
     """Parameters of each component of a stack, by key path (``stages[0].generator``), and per stage
-    (``stages[0]``) a lower bound on the bytes one training batch of ``batch`` keeps for the backward
-    pass (empty when a module could not run on ``meta``).
+    (``stages[0]``) a lower bound on the bytes one training batch of ``batch`` (or of the stage's own
+    size in ``batches``) keeps for the backward pass (empty when a module could not run on ``meta``).
 
     Training needs at least every weight, the gradient and Adam moments of the largest stage (stages
     may train one at a time) and the activations of the largest stage: a lower bound, so that a
@@ -38,6 +38,7 @@ class StackSize:
     params: dict[str, int]
     activations: dict[str, int] = attrs.field(factory=dict)
     batch: int = 0
+    batches: dict[str, int] = attrs.Factory(dict)
 
     @property
     def total(self) -> int:
@@ -68,7 +69,7 @@ class StackSize:
 
 
 def stack_size(components: Iterable[tuple[str, nn.Module]], activations: dict[str, int] | None = None,
-               batch: int = 0) -> StackSize:
+               batch: int = 0, batches: dict[str, int] | None = None) -> StackSize:
     """Count the parameters of already built (e.g. ``meta``) modules; shared parameters count once."""
     seen: set[int] = set()
     params: dict[str, int] = {}
@@ -79,7 +80,7 @@ def stack_size(components: Iterable[tuple[str, nn.Module]], activations: dict[st
                 seen.add(id(p))
                 count += p.numel()
         params[path] = count
-    return StackSize(params, activations or {}, batch)
+    return StackSize(params, activations or {}, batch, dict(batches or {}))
 
 
 def saved_input_bytes(modules: Iterable[nn.Module]) -> tuple[list[int], list[torch.utils.hooks.RemovableHandle]]:
@@ -156,9 +157,11 @@ def require_fits(size: StackSize, *, for_training: bool, device: str, file: str 
     if size.activation_bytes() > size.weight_bytes() + size.optimiser_bytes():
         path = max(size.activations, key=size.activations.__getitem__)
         raise RecipeError(
-            f"{what}, but {where} has {size_text(memory)}; most of it is what one batch of {size.batch} keeps "
+            f"{what}, but {where} has {size_text(memory)}; most of it is what one batch of "
+            f"{size.batches.get(path, size.batch)} keeps "
             f"for the backward pass in {path}", file=file, path=path,
-            fix="lower training.batch_size, or this stage's resolution or widths; `ganstack check --params` "
+            fix="lower training.batch_size (or this stage's batch_size), or this stage's resolution or widths; "
+            "`ganstack check --params` "
             "shows each module's output shape")
     _refuse_weights(size, what, where, memory, file)
 

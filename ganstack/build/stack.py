@@ -197,9 +197,17 @@ def estimate_stack(resolved: ResolvedRecipe) -> StackSize | None:
         parts += [(f"stages[{i}].losses[{j}]", loss) for j, loss in enumerate(stage.losses)]
     batch = int(resolved.recipe.training.batch_size)
     activations = _meta_activations(stack, batch)
+    batches: dict[str, int] = {}
+    if resolved.recipe.training.schedule == "stagewise":  # a stage's own batch size: its activations scale
+        for i, spec in enumerate(resolved.recipe.stages):
+            key = f"stages[{i}]"
+            if spec.batch_size is not None:
+                batches[key] = spec.batch_size
+                if key in activations:
+                    activations[key] = activations[key] * spec.batch_size // batch
     if resolved.recipe.training.amp != "off":  # 16-bit activations: half of what float32 meta tensors count
         activations = {k: v // 2 for k, v in activations.items()}
-    return stack_size(parts, activations, batch)
+    return stack_size(parts, activations, batch, batches)
 
 
 def _meta_activations(stack: Stack, batch: int) -> dict[str, int]:

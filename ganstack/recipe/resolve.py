@@ -187,11 +187,25 @@ def component_paths(recipe: Recipe) -> list[tuple[str, str, Component]]:
     return found
 
 
+def _check_batch_sizes(recipe: Recipe, file: str | None) -> None:
+    """A stage's own batch size needs a block of its own: the joint schedule trains every stage in one."""
+    if recipe.training.schedule != "joint":
+        return
+    for i, stage in enumerate(recipe.stages):
+        if stage.batch_size is not None and stage.batch_size != recipe.training.batch_size:
+            raise RecipeError(f"stage {i + 1} asks for batch size {stage.batch_size}, but the joint schedule "
+                              f"trains every stage in the same steps, at training.batch_size "
+                              f"({recipe.training.batch_size})", file=file, path=f"stages[{i}].batch_size",
+                              fix="remove the stage's batch_size (set training.batch_size instead), or train "
+                              "with training.schedule: stagewise")
+
+
 def resolve(recipe: Recipe, registry: Registry, *, file: str | None = None,
             base_dir: Path | None = None) -> ResolvedRecipe:
     """Look up every component's plugin and structure its options with the plugin's class.
 
     ``base_dir`` is the folder the recipe's relative paths point into first (then the working folder)."""
+    _check_batch_sizes(recipe, file)
     entries: dict[str, Entry] = {}
     for path, kind, comp in component_paths(recipe):
         try:

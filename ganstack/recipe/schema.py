@@ -57,8 +57,10 @@ class StageSpec:
     condition (each stage has its own, unless ``{type: shared, stage: N}`` names an earlier stage whose
     module, sample and KL term it shares, as StackGAN-v2's branches do); ``losses``: the stage's loss terms, summed and logged by name;
     ``name``: a label for tables, logs and sample sheets (default ``stageN``); ``epochs``: epochs of
-    this stage under the stagewise schedule (default ``training.epochs``); ``lr_decay_every``: this
-    stage's decay interval in epochs (default ``training.lr_decay_every``); ``init_from``: a
+    this stage under the stagewise schedule (default ``training.epochs``); ``batch_size``: examples
+    per step while this stage trains under the stagewise schedule (default ``training.batch_size``;
+    the official COCO Stage-II trains at 40; the joint schedule has one batch size for all stages
+    and refuses a different one); ``lr_decay_every``: this stage's decay interval in epochs (default ``training.lr_decay_every``); ``init_from``: a
     checkpoint (or run folder; relative paths: next to the recipe, then the working folder) whose
     stage at this position (and text encoder) initialise this stage; with ``epochs: 0`` the stage is then not trained again, as the paper's Stage-II run
     starts from a trained, frozen Stage-I
@@ -70,6 +72,7 @@ class StageSpec:
     losses: list[Component] = attrs.Factory(lambda: [Component("matching-aware"), Component("kl")])
     name: str | None = None
     epochs: int | None = attrs.field(default=None, validator=v.optional(v.ge(0)))
+    batch_size: int | None = attrs.field(default=None, validator=optional_positive)
     lr_decay_every: int | None = attrs.field(default=None, validator=optional_positive)
     init_from: str | None = None
 
@@ -102,10 +105,15 @@ class OptimizersSpec:
 
 @attrs.define
 class TrainingSpec:
-    """How the stack is trained. Stage entries may override ``epochs`` and ``lr_decay_every``.
+    """How the stack is trained. Stage entries may override ``epochs``, ``batch_size`` and ``lr_decay_every``.
 
     ``schedule``: ``stagewise`` (the paper: each stage in turn, earlier ones frozen) or ``joint``
-    (StackGAN-v2: every stage in every step); ``epochs``: epochs per stage (stagewise) or in all
+    (StackGAN-v2: every stage in every step); ``finished_stages``: the mode of the earlier, frozen
+    stages while a later stage trains (stagewise): ``eval`` runs them in inference mode (BatchNorm on
+    its running statistics, which stay as the stage left them), ``train`` leaves them in training
+    mode as the official PyTorch port does (frozen by gradients only: BatchNorm normalises with each
+    batch's statistics and its running statistics keep moving, into the later checkpoints too);
+    their weights never change either way; ``epochs``: epochs per stage (stagewise) or in all
     (joint); ``batch_size``: examples per step; ``optimizer``: Adam settings by component;
     ``lr_decay_every``: multiply learning rates by ``lr_decay_factor`` every this many epochs
     (never when null); ``lr_decay_factor``: the factor (0.5 halves); ``max_steps``: stop cleanly,
@@ -130,6 +138,7 @@ class TrainingSpec:
     """
 
     schedule: str = attrs.field(default="stagewise", validator=v.in_(["stagewise", "joint"]))
+    finished_stages: str = attrs.field(default="eval", validator=v.in_(["eval", "train"]))
     epochs: int = attrs.field(default=600, validator=positive)
     batch_size: int = attrs.field(default=64, validator=positive)
     optimizer: OptimizersSpec = attrs.Factory(OptimizersSpec)

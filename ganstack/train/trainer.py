@@ -148,12 +148,14 @@ class Trainer:
         stack.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         want_wrong = spec.wrong_images or "wrong_images" in declared_requests(stack, resolved.file)
         self.dataset = build_dataset(resolved, "train", stack.resolutions, want_wrong=want_wrong)
-        if len(self.dataset) < spec.batch_size:
-            raise DataError(f"the training split has {len(self.dataset)} examples, fewer than one batch "
-                            f"({spec.batch_size})", file=resolved.file,
-                            path="training.batch_size", fix="lower training.batch_size or add data")
         n = len(stack.stages)
         self.blocks = [list(range(n))] if spec.schedule == "joint" else [[k] for k in range(n)]
+        for b in range(len(self.blocks)):
+            if len(self.dataset) < self.block_batch_size(b):
+                key = self._batch_size_key(b)
+                raise DataError(f"the training split has {len(self.dataset)} examples, fewer than one batch "
+                                f"({self.block_batch_size(b)})", file=resolved.file,
+                                path=key, fix=f"lower {key} or add data")
 
         self.state = TrainState(stack, self.recipe, amp=self.amp, device=self.device)
         if checkpoint is None:
@@ -169,7 +171,8 @@ class Trainer:
             self._restore(checkpoint)
         self.drawing = InferenceCopy(self.state)  # before compile: drawing never recompiles the training modules
         self.logger = Logger(self.state, every=self.recipe.output.log_every, dist=self.dist,
-                             batch_size=spec.batch_size, clock=self.clock, skipped=lambda: self.guard.skipped,
+                             batch_size=self.block_batch_size(min(self.position.block, len(self.blocks) - 1)),
+                             clock=self.clock, skipped=lambda: self.guard.skipped,
                              progress=progress)
         self.samples = SampleSheets(resolved, self.dataset, self.drawing, out_dir=out_dir, device=self.device,
                                     dist=self.dist, logger=self.logger)
@@ -203,6 +206,18 @@ class Trainer:
         epochs = self.recipe.stages[block].epochs
         return self.train_spec.epochs if epochs is None else epochs
 
+    def block_batch_size(self, block: int) -> int:
+        """Examples per step in a block: the stage's own ``batch_size`` (stagewise), else training's."""
+        if self.train_spec.schedule == "joint":
+            return self.train_spec.batch_size
+        size = self.recipe.stages[block].batch_size
+        return self.train_spec.batch_size if size is None else size
+
+    def _batch_size_key(self, block: int) -> str:
+        if self.train_spec.schedule != "joint" and self.recipe.stages[block].batch_size is not None:
+            return f"stages[{block}].batch_size"
+        return "training.batch_size"
+
     def _restore(self, ckpt: dict[str, Any]) -> None:
         if not ckpt.get("resumable", True):
             raise CheckpointError("this checkpoint is a kept snapshot (weights and EMA, without the optimiser "
@@ -233,15 +248,18 @@ class Trainer:
         """The loader of one epoch of a block, from ``start_batch`` on (see :func:`epoch_loader`)."""
         run_epoch = sum(self._block_epochs(b) for b in range(block)) + epoch
         return epoch_loader(self.dataset, seed=self.train_spec.seed, block=block, epoch=epoch, run_epoch=run_epoch,
-                            start_batch=start_batch, batch_size=self.train_spec.batch_size, rank=self.dist.rank,
+                            start_batch=start_batch, batch_size=self.block_batch_size(block), rank=self.dist.rank,
                             world=self.dist.world_size, num_workers=self.train_spec.num_workers,
                             pin_memory=self.device.type == "cuda")
 
-    def steps_per_epoch(self) -> int:
-        return len(self.dataset) // self.dist.world_size // self.train_spec.batch_size
+    def steps_per_epoch(self, block: int | None = None) -> int:
+        """Steps in one epoch of ``block`` (default: the current one, or the last once all are done)."""
+        if block is None:
+            block = min(self.position.block, len(self.blocks) - 1)
+        return len(self.dataset) // self.dist.world_size // self.block_batch_size(block)
 
     def total_steps(self) -> int:
-        total = sum(self._block_epochs(b) for b in range(len(self.blocks))) * self.steps_per_epoch()
+        total = sum(self._block_epochs(b) * self.steps_per_epoch(b) for b in range(len(self.blocks)))
         return min(total, self.max_steps) if self.max_steps else total
 
     # -------------------------------------------------------------------------------------- loop
@@ -299,8 +317,12 @@ class Trainer:
     def _run_block(self, active: list[int]) -> str:
         """The epochs of one block from the current position; why it ended ("finished": all done)."""
         pos = self.state.position
+        finished_train = self.train_spec.finished_stages == "train"
         for k, stage in enumerate(self.stack.stages):
-            stage.train(k >= min(active))  # earlier stages are finished: inference mode
+            # earlier stages are finished: inference mode, or left training (frozen by gradients only) as
+            # the PyTorch port leaves them; either way the generator phase runs them without gradients
+            stage.train(k >= min(active) or finished_train)
+        self.logger.batch_size = self.block_batch_size(pos.block)
         while pos.epoch < self._block_epochs(pos.block):
             for batch in self.loader(pos.block, pos.epoch, pos.batch):
                 terms = self.step(self.to_device(batch), active)

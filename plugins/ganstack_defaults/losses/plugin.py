@@ -24,20 +24,29 @@ class _Logits(NamedTuple):
 
 
 def _shifted(condition: Condition) -> Condition:
-    """Pair image i with the condition of example i+1 (the PyTorch port's mismatched text)."""
+    """The batch's conditions rolled by one: image i meets the condition of example i-1 (B pairs, the
+    first image meets the last text)."""
     return Condition(*(t.roll(1, dims=0) if t is not None else None for t in condition))
+
+
+def _from_second(condition: Condition) -> Condition:
+    """The conditions of examples 1..B-1, for images 0..B-2 (the PyTorch port's B-1 wrong pairs)."""
+    return Condition(*(t[1:] if t is not None else None for t in condition))
 
 
 @attrs.define(frozen=True)
 class AdversarialOptions:
     """Options of the matching-aware adversarial losses.
 
-    ``wrong``: how the mismatched pair is made: ``shift`` pairs each image with the next example's
-    text (the PyTorch port), ``class`` uses a real image of another class (TF, StackGAN-v2);
+    ``wrong``: how the mismatched pair is made: ``port`` scores images 0..B-2 with the texts of
+    examples 1..B-1, B-1 pairs (the official PyTorch port exactly; D's conditional head then sees
+    B-1 rows, so its BatchNorm statistics are the port's too); ``shift`` pairs every image with the
+    previous example's text, B pairs, the first image with the last text; ``class`` uses a real
+    image of another class (TF, StackGAN-v2);
     ``uncond_weight``: weight of the unconditional terms where the discriminator has that head (0: off)
     """
 
-    wrong: str = attrs.field(default="shift", validator=v.in_(["shift", "class"]))
+    wrong: str = attrs.field(default="shift", validator=v.in_(["shift", "port", "class"]))
     uncond_weight: float = attrs.field(default=1.0, validator=v.ge(0))
 
 
@@ -56,19 +65,24 @@ class MatchingAwareLoss(nn.Module):
         self.requests = frozenset({"wrong_images"}) if options.wrong == "class" else frozenset()
 
     def _logits(self, step: StepState, *, with_wrong: bool) -> _Logits:
+        """The logits of each pair, scored as the PyTorch port does: real, wrong, then fake (the order
+        in which D's BatchNorm running statistics take in each batch)."""
         d = step.discriminator
-        fake_f = step.features("fake")
         cond = step.condition
-        fake = d.cond_logits(fake_f, cond, step.text)
         real = wrong = real_u = None
         if with_wrong:
             real_f = step.features("real")
             real = d.cond_logits(real_f, cond, step.text)
             if self.options.wrong == "class" and step.wrong_real is not None:
                 wrong = d.cond_logits(step.features("wrong_real"), cond, step.text)
+            elif self.options.wrong == "port":
+                wrong = d.cond_logits(real_f[:-1], _from_second(cond), step.text[1:])
             else:
                 wrong = d.cond_logits(real_f, _shifted(cond), step.text.roll(1, dims=0))
-            real_u = d.uncond_logits(real_f) if self.options.uncond_weight else None
+        fake_f = step.features("fake")
+        fake = d.cond_logits(fake_f, cond, step.text)
+        if with_wrong and self.options.uncond_weight:
+            real_u = d.uncond_logits(step.features("real"))
         fake_u = d.uncond_logits(fake_f) if self.options.uncond_weight else None
         return _Logits(real, wrong, fake, real_u, fake_u)
 

@@ -15,10 +15,10 @@ import attrs
 import torch
 from torch import nn
 
-from ganstack.errors import CheckpointError, DataError
+from ganstack.errors import CheckpointError
 from ganstack.interfaces import CaptionDataset
 from ganstack_defaults.text.base import CaptionEncoder
-from ganstack_defaults.text.vocab import Vocabulary
+from ganstack_defaults.text.vocab import Vocabulary, saved_words, training_vocabulary
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -57,15 +57,8 @@ class BagOfWordsEncoder(CaptionEncoder):
 
     def prepare(self, dataset: CaptionDataset) -> None:
         """Build the vocabulary from the training captions."""
-        vocabulary = Vocabulary.from_captions(dataset.captions(), min_count=self.options.min_count,
-                                              max_words=self.options.max_vocab - 1, ngrams=self.options.ngrams)
-        if not len(vocabulary):
-            raise DataError(
-                f"no word of the training captions occurs {self.options.min_count} times or more, "
-                "so text encoder 'bow' has no vocabulary",
-                path="text_encoder.min_count",
-                fix="lower text_encoder min_count, or check that the dataset's captions are not empty",
-            )
+        vocabulary = training_vocabulary(dataset.captions(), encoder="bow", min_count=self.options.min_count,
+                                         max_words=self.options.max_vocab - 1, ngrams=self.options.ngrams)
         self.vocabulary = vocabulary
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
@@ -85,13 +78,10 @@ class BagOfWordsEncoder(CaptionEncoder):
                 "ngrams": self.options.ngrams}
 
     def set_extra_state(self, state: Any) -> None:
-        words = state.get("vocabulary", ...) if isinstance(state, dict) else ...
+        words = saved_words(state, encoder="bow")
         if words is None:  # saved before prepare()
             self.vocabulary = None
             return
-        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-            raise CheckpointError("the checkpoint holds no 'bow' vocabulary (a list of words)",
-                                  fix="load a checkpoint saved with text encoder 'bow'")
         saved_ngrams = state.get("ngrams", 1)
         if saved_ngrams != self.options.ngrams:
             raise CheckpointError(

@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
+
+from ganstack.errors import CheckpointError, DataError
 
 UNKNOWN = 0  # index of every word outside the vocabulary
 
@@ -58,3 +61,28 @@ class Vocabulary:
 
     def indices(self, text: str) -> list[int]:
         return [self._index.get(term, UNKNOWN) for term in terms(text, self.ngrams)]
+
+
+def training_vocabulary(captions: Iterable[str], *, encoder: str, min_count: int, max_words: int,
+                        ngrams: int = 1) -> Vocabulary:
+    """The vocabulary a caption encoder named ``encoder`` learns in ``prepare``, or why it has none."""
+    vocabulary = Vocabulary.from_captions(captions, min_count=min_count, max_words=max_words, ngrams=ngrams)
+    if not len(vocabulary):
+        raise DataError(
+            f"no word of the training captions occurs {min_count} times or more, "
+            f"so text encoder '{encoder}' has no vocabulary",
+            path="text_encoder.min_count",
+            fix="lower text_encoder min_count, or check that the dataset's captions are not empty",
+        )
+    return vocabulary
+
+
+def saved_words(state: Any, *, encoder: str) -> list[str] | None:
+    """The word list an encoder's ``get_extra_state`` saved (None: saved before ``prepare``), checked."""
+    words = state.get("vocabulary", ...) if isinstance(state, dict) else ...
+    if words is None:
+        return None
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise CheckpointError(f"the checkpoint holds no '{encoder}' vocabulary (a list of words)",
+                              fix=f"load a checkpoint saved with text encoder '{encoder}'")
+    return words

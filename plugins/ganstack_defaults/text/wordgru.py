@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ganstack.errors import CheckpointError, DataError
+from ganstack.errors import CheckpointError
 from ganstack.interfaces import CaptionDataset
 from ganstack_defaults.text.base import CaptionEncoder
-from ganstack_defaults.text.vocab import Vocabulary
+from ganstack_defaults.text.vocab import Vocabulary, saved_words, training_vocabulary
 
 _PAD = 0  # table row of padding; a vocabulary index i (0: unknown) is row i + 1
 
@@ -67,15 +67,8 @@ class WordGruEncoder(CaptionEncoder):
 
     def prepare(self, dataset: CaptionDataset) -> None:
         """Build the vocabulary from the training captions."""
-        vocabulary = Vocabulary.from_captions(dataset.captions(), min_count=self.options.min_count,
-                                              max_words=self.options.max_vocab - 2)
-        if not len(vocabulary):
-            raise DataError(
-                f"no word of the training captions occurs {self.options.min_count} times or more, "
-                "so text encoder 'word-gru' has no vocabulary",
-                path="text_encoder.min_count",
-                fix="lower text_encoder min_count, or check that the dataset's captions are not empty",
-            )
+        vocabulary = training_vocabulary(dataset.captions(), encoder="word-gru", min_count=self.options.min_count,
+                                         max_words=self.options.max_vocab - 2)
         self.vocabulary = vocabulary
 
     def rows(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,13 +99,10 @@ class WordGruEncoder(CaptionEncoder):
         return {"vocabulary": None if self.vocabulary is None else list(self.vocabulary.words)}
 
     def set_extra_state(self, state: Any) -> None:
-        words = state.get("vocabulary", ...) if isinstance(state, dict) else ...
+        words = saved_words(state, encoder="word-gru")
         if words is None:  # saved before prepare()
             self.vocabulary = None
             return
-        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-            raise CheckpointError("the checkpoint holds no 'word-gru' vocabulary (a list of words)",
-                                  fix="load a checkpoint saved with text encoder 'word-gru'")
         if len(words) > self.options.max_vocab - 2:
             raise CheckpointError(
                 f"the checkpoint's 'word-gru' vocabulary has {len(words)} words, more than "

@@ -50,3 +50,18 @@ def write(path: Path, text: str) -> Path:
 
 
 os.environ.setdefault("COLUMNS", "200")
+
+
+class MeanMetric:
+    """A plugin with one metric, ``mean-brightness``: the last stage's mean pixel over test captions."""
+
+    from ganstack.hookspecs import hookimpl
+
+    @hookimpl
+    def register_components(self, register) -> None:  # noqa: ANN001
+        class Mean:
+            def evaluate(self, source, n):  # noqa: ANN001
+                captions = [source.dataset("test")[i]["caption"] for i in range(n)]
+                return {"brightness": float(source.generate(captions)[-1].mean())}
+
+        register("metric", "mean-brightness", lambda options, ctx: Mean())

@@ -15,7 +15,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import GLIBC, TINY, write
+from conftest import GLIBC, TINY, MeanMetric, write
 
 ONE_STAGE = "stages: {1: null}"
 THREE_STAGES = ("stages:\n  2:\n    conditioner: {type: ca, condition_dim: 8}\n"
@@ -320,24 +320,11 @@ def test_tensorboard_without_the_extra_says_how_to_install(cli, tmp_path: Path, 
     assert code == 2 and 'pip install "ganstack[tensorboard]"' in " ".join(err.split())
 
 
-class _MeanMetric:
-    from ganstack.hookspecs import hookimpl
-
-    @hookimpl
-    def register_components(self, register) -> None:  # noqa: ANN001
-        class Mean:
-            def evaluate(self, source, n):  # noqa: ANN001
-                captions = [source.dataset("test")[i]["caption"] for i in range(n)]
-                return {"brightness": float(source.generate(captions)[-1].mean())}
-
-        register("metric", "mean-brightness", lambda options, ctx: Mean())
-
-
 def test_evaluation_during_training_logs_and_keeps_the_best(cli, tmp_path: Path) -> None:
     from ganstack.testing import registered_plugin
 
     out = tmp_path / "run"
-    with registered_plugin(_MeanMetric(), "mean-metric"):
+    with registered_plugin(MeanMetric(), "mean-metric"):
         code, stdout, err = cli("run", TINY, "--out", out, "--max-steps", 4, "--set",
                                 "evaluation={metrics: [mean-brightness], every: 2, n: 4, best: mean-brightness/brightness}")
     assert code == 0, stdout + err

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import TINY, write
+from conftest import TINY, MeanMetric, write
 
 ONE_STAGE = "stages: {1: null}"
 
@@ -60,25 +60,12 @@ def test_resume_is_exact_with_data_loading_workers(cli, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------- evaluation
-class _MeanMetric:
-    from ganstack.hookspecs import hookimpl
-
-    @hookimpl
-    def register_components(self, register) -> None:  # noqa: ANN001
-        class Mean:
-            def evaluate(self, source, n):  # noqa: ANN001
-                captions = [source.dataset("test")[i]["caption"] for i in range(n)]
-                return {"brightness": float(source.generate(captions)[-1].mean())}
-
-        register("metric", "mean-brightness", lambda options, ctx: Mean())
-
-
 def test_evaluation_during_training_changes_nothing_in_training(cli, tmp_path: Path) -> None:
     from ganstack.testing import registered_plugin
 
     plain, evaluated = tmp_path / "plain", tmp_path / "evaluated"
     assert cli("run", TINY, "--out", plain, "--max-steps", 4)[0] == 0
-    with registered_plugin(_MeanMetric(), "mean-metric"):
+    with registered_plugin(MeanMetric(), "mean-metric"):
         code, out, err = cli("run", TINY, "--out", evaluated, "--max-steps", 4, "--set",
                              "evaluation={metrics: [mean-brightness], every: 1, n: 4}")
     assert code == 0, out + err

@@ -21,6 +21,12 @@ from ganstack_defaults.networks.discriminators import (
     build_matching_aware,
     build_projection,
 )
+from ganstack_defaults.networks.gawwn_keypoints import (
+    KeypointDiscriminatorOptions,
+    KeypointGeneratorOptions,
+    build_keypoint_discriminator,
+    build_keypoint_generator,
+)
 from ganstack_defaults.networks.generators import RefinerOptions, Stage1Options, build_refiner, build_stage1
 
 
@@ -43,3 +49,10 @@ def register_components(register: Register) -> None:
              summary="StackGAN matching-aware discriminator: conditional and optional unconditional logit")
     register("discriminator", "projection", build_projection, options=ProjectionOptions,
              summary="projection discriminator: image logit plus <text projection, image features>")
+    # GAWWN, keypoint-conditioned (gawwn_keypoints.py)
+    register("generator_stage", "gawwn-keypoints", build_keypoint_generator, options=KeypointGeneratorOptions,
+             summary="GAWWN keypoint generator: noise, text and 15 part locations (local and global "
+                     "pathways) to a 128x128 image")
+    register("discriminator", "gawwn-keypoints", build_keypoint_discriminator, options=KeypointDiscriminatorOptions,
+             summary="GAWWN keypoint discriminator: a local branch masked by the part locations and a "
+                     "global 4x4 branch, each with the text")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from test_datasets_stackgan import _layout
 from torch import nn
 
 from ganstack.components.loader import load_plugins
@@ -14,6 +19,8 @@ from ganstack.interfaces import Condition, StageContext
 from ganstack_defaults.networks.gawwn_keypoints import keypoint_maps, keypoint_mask
 
 TEXT, NOISE, PARTS = 8, 6, 5  # tiny sizes
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "recipes" / "gawwn_cub_keypoints.yaml"
 
 
 def build(kind: str, ctx: StageContext, **options: Any) -> nn.Module:
@@ -158,3 +165,41 @@ def test_the_networks_refuse_a_place_they_cannot_take() -> None:
         build("generator_stage", ctx(index=1, in_size=64), ngf=4)
     with pytest.raises(RecipeError, match="judges 128x128 images, but this stage draws 64x64"):
         build("discriminator", ctx(image_size=64), ndf=4)
+
+
+# ------------------------------------------------------------------------------- recipe, sampling
+def doc_keypoints() -> list[list[float]]:
+    """The example ``--keypoints`` file of docs/gawwn-keypoints.md (its json block)."""
+    text = (ROOT / "docs" / "gawwn-keypoints.md").read_text(encoding="utf-8")
+    return json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])["keypoints"]
+
+
+def test_the_keypoint_recipe_trains_a_step_at_reduced_width_and_samples_where_the_parts_are(
+        cli, tmp_path: Path) -> None:
+    birds = _layout(tmp_path / "birds")  # a miniature StackGAN layout with CUB's part_locs.txt
+    sets = ["training.batch_size=2", "training.num_workers=0", "training.device=cpu", "output.sample_count=2",
+            "output.log_every=1", "stages.0.generator.ngf=4", "stages.0.discriminator.ndf=4",
+            "stages.0.discriminator.text_channels=8", f"dataset.root={birds}", "text_encoder.dim=11"]
+    run = tmp_path / "run"
+    code, out, err = cli("run", RECIPE, "--out", run, "--max-steps", 1, *(a for s in sets for a in ("--set", s)))
+    assert code == 0, out + err
+    line = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"stage1/d_real", "stage1/d_wrong", "stage1/d_fake", "stage1/g_fake"} <= set(line)
+
+    embeddings = tmp_path / "sentences.npy"
+    np.save(embeddings, np.random.default_rng(0).standard_normal((2, 11)).astype(np.float32))
+    pose = doc_keypoints()
+    moved = [[min(1.0, x + 0.2), y, v] if v else [0, 0, 0] for x, y, v in pose]  # the bird further right
+
+    def draw(points: list[list[float]], name: str) -> list[np.ndarray]:
+        (tmp_path / f"{name}.json").write_text(json.dumps({"keypoints": points}))
+        code, out, err = cli("sample", run, "--embeddings", embeddings, "--text", "a red bird", "--text", "a blue bird",
+                             "--keypoints", tmp_path / f"{name}.json", "--out", tmp_path / name)
+        assert code == 0, out + err
+        rows = [json.loads(r) for r in (tmp_path / name / "manifest.jsonl").read_text().splitlines()]
+        assert [r["caption"] for r in rows] == ["a red bird", "a blue bird"]
+        return [np.asarray(Image.open(tmp_path / name / r["file"])) for r in rows]
+
+    first, elsewhere = draw(pose, "pose"), draw(moved, "moved")
+    assert first[0].shape == (128, 128, 3)
+    assert not any(np.array_equal(a, b) for a, b in zip(first, elsewhere, strict=True))  # same seed, parts moved

@@ -21,6 +21,12 @@ from ganstack_defaults.networks.discriminators import (
     build_matching_aware,
     build_projection,
 )
+from ganstack_defaults.networks.gawwn import (
+    GawwnBoxDiscriminatorOptions,
+    GawwnBoxGeneratorOptions,
+    build_gawwn_box_discriminator,
+    build_gawwn_box_generator,
+)
 from ganstack_defaults.networks.generators import RefinerOptions, Stage1Options, build_refiner, build_stage1
 
 
@@ -43,3 +49,9 @@ def register_components(register: Register) -> None:
              summary="StackGAN matching-aware discriminator: conditional and optional unconditional logit")
     register("discriminator", "projection", build_projection, options=ProjectionOptions,
              summary="projection discriminator: image logit plus <text projection, image features>")
+    register("generator_stage", "gawwn-box", build_gawwn_box_generator, options=GawwnBoxGeneratorOptions,
+             summary="GAWWN (Reed et al. 2016): noise, text and the dataset's box to an image, the text placed "
+                     "in the box; global and local pathways on a 16x16 grid")
+    register("discriminator", "gawwn-box", build_gawwn_box_discriminator, options=GawwnBoxDiscriminatorOptions,
+             summary="GAWWN box discriminator: image features with the text over the box (local) and "
+                     "the whole image (global)")

@@ -1,4 +1,5 @@
-"""The default ``metric`` plugins: Inception Score, FID, shapes attribute alignment, R-precision;
+"""The default ``metric`` plugins: Inception Score, FID, shapes attribute alignment, shapes box placement,
+R-precision;
 and the ``stackgan-inception`` importer of StackGAN's CUB Inception model for the Inception Score.
 
 Each metric evaluates the last stage's images unless its ``stage`` option (1-based) names another.
@@ -21,6 +22,7 @@ from ganstack_defaults.metrics.stackgan_inception_import import (
     import_stackgan_inception,
 )
 from ganstack_defaults.shapes.alignment import ShapesAlignment, ShapesAlignmentOptions
+from ganstack_defaults.shapes.box_alignment import ShapesBoxAlignment, ShapesBoxOptions
 
 
 def build_inception_score(options: InceptionScoreOptions, ctx: MetricContext) -> InceptionScore:
@@ -38,6 +40,11 @@ def build_shapes_alignment(options: ShapesAlignmentOptions, ctx: MetricContext) 
     return ShapesAlignment(options, ctx.device)
 
 
+def build_shapes_box(options: ShapesBoxOptions, ctx: MetricContext) -> ShapesBoxAlignment:
+    """Shapes dataset, box-conditioned stacks: is the shape drawn inside the given box?"""
+    return ShapesBoxAlignment(options, ctx.device)
+
+
 def build_r_precision(options: RPrecisionOptions, ctx: MetricContext) -> RPrecision:
     """R-precision: does each generated image rank its own caption first among 100?"""
     return RPrecision(options, ctx)
@@ -48,5 +55,6 @@ def register_components(register: Register) -> None:
     register("metric", "inception-score", build_inception_score, options=InceptionScoreOptions)
     register("metric", "fid", build_fid, options=FidOptions)
     register("metric", "shapes-alignment", build_shapes_alignment, options=ShapesAlignmentOptions)
+    register("metric", "shapes-box", build_shapes_box, options=ShapesBoxOptions)
     register("metric", "r-precision", build_r_precision, options=RPrecisionOptions)
     register("importer", "stackgan-inception", import_stackgan_inception, options=StackGANInceptionOptions)

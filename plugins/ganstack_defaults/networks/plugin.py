@@ -21,6 +21,12 @@ from ganstack_defaults.networks.discriminators import (
     build_matching_aware,
     build_projection,
 )
+from ganstack_defaults.networks.gawwn import (
+    GawwnBoxDiscriminatorOptions,
+    GawwnBoxGeneratorOptions,
+    build_gawwn_box_discriminator,
+    build_gawwn_box_generator,
+)
 from ganstack_defaults.networks.gawwn_keypoints import (
     KeypointDiscriminatorOptions,
     KeypointGeneratorOptions,
@@ -49,6 +55,12 @@ def register_components(register: Register) -> None:
              summary="StackGAN matching-aware discriminator: conditional and optional unconditional logit")
     register("discriminator", "projection", build_projection, options=ProjectionOptions,
              summary="projection discriminator: image logit plus <text projection, image features>")
+    register("generator_stage", "gawwn-box", build_gawwn_box_generator, options=GawwnBoxGeneratorOptions,
+             summary="GAWWN (Reed et al. 2016): noise, text and the dataset's box to an image, the text placed "
+                     "in the box; global and local pathways on a 16x16 grid")
+    register("discriminator", "gawwn-box", build_gawwn_box_discriminator, options=GawwnBoxDiscriminatorOptions,
+             summary="GAWWN box discriminator: image features with the text over the box (local) and "
+                     "the whole image (global)")
     # GAWWN, keypoint-conditioned (gawwn_keypoints.py)
     register("generator_stage", "gawwn-keypoints", build_keypoint_generator, options=KeypointGeneratorOptions,
              summary="GAWWN keypoint generator: noise, text and 15 part locations (local and global "

@@ -88,11 +88,18 @@ class ShapesJudge(nn.Module):
         d2 = (images[:, None] - self.palette).square().sum(dim=2)
         return (-d2 / PIXEL_TEMPERATURE).softmax(dim=1)
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
+    def foreground(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The colour reading at the judge's size: per-pixel palette distribution ``[N, 8, S, S]``, the
+        border ring's colour distribution ``[N, 8]``, the chosen background (one-hot ``[N, 8]``) and the
+        foreground map ``[N, 1, S, S]`` (each pixel's chance of not being the background colour)."""
         colours = self.colours(F.adaptive_avg_pool2d(images.float(), JUDGE_SIZE))
         background = (colours * self.ring).sum(dim=(2, 3))  # [N, 8]
         chosen = F.one_hot(background.argmax(dim=1), len(shapes.COLORS)).to(colours.dtype)
         foreground = 1 - (colours * chosen[:, :, None, None]).sum(dim=1, keepdim=True)
+        return colours, background, chosen, foreground
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        colours, background, chosen, foreground = self.foreground(images)
         shape_colour = (colours * foreground).sum(dim=(2, 3)) * (1 - chosen)  # never the background's
         shape_colour = shape_colour / shape_colour.sum(dim=1, keepdim=True).clamp(min=EPS)
         geometry = self.geometry(foreground).split([len(CLASSES[a]) for a in GEOMETRY], dim=1)

@@ -1,0 +1,226 @@
+"""GAWWN's box-conditioned networks: masks, sizes against the Torch code's layer list, and that the
+box steers what they see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from ganstack.errors import RecipeError
+from ganstack.interfaces import Condition, StageContext
+from ganstack_defaults.networks.gawwn import (
+    GawwnBoxDiscriminator,
+    GawwnBoxDiscriminatorOptions,
+    GawwnBoxGenerator,
+    GawwnBoxGeneratorOptions,
+    build_gawwn_box_discriminator,
+    build_gawwn_box_generator,
+)
+from ganstack_defaults.networks.gawwn_blocks import box_mask, masked_mean
+
+TEXT, NOISE = 12, 6
+
+
+def ctx(**fields: Any) -> StageContext:
+    values: dict[str, Any] = {"index": 0, "num_stages": 1, "text_dim": TEXT, "noise_dim": NOISE, "cond_dim": TEXT}
+    return StageContext(**(values | fields))
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def condition(text: Tensor) -> Condition:
+    return Condition(c=text, mu=text, logvar=None)
+
+
+BOXES = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.25, 1.0, 1.0]])
+
+
+# -------------------------------------------------------------------------------------- masks
+def test_box_mask_is_the_covered_fraction_of_each_cell() -> None:
+    # cells of a 4-grid span quarters; x from 0.25 to 0.625 covers cell 1 wholly and half of cell 2
+    mask = box_mask(torch.tensor([[0.25, 0.0, 0.625, 0.5]]), 4)
+    across, down = torch.tensor([0.0, 1.0, 0.5, 0.0]), torch.tensor([1.0, 1.0, 0.0, 0.0])
+    assert mask.shape == (1, 1, 4, 4)
+    assert torch.equal(mask[0, 0], down[:, None] * across[None, :])
+
+
+def test_box_mask_of_a_box_inside_one_cell_is_its_area_in_cell_units() -> None:
+    mask = box_mask(torch.tensor([[0.3, 0.3, 0.4, 0.45]]), 4)  # 0.1 x 0.15 inside cell (1, 1)
+    assert mask[0, 0, 1, 1].item() == pytest.approx(0.4 * 0.6)
+    assert mask.sum().item() == pytest.approx(0.4 * 0.6)
+
+
+def test_masked_mean_averages_over_the_box_only() -> None:
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[0, 0, 0, :2] = 1.0  # cells 0 and 1
+    mask[0, 0, 1, 0] = 0.5  # half of cell 4
+    assert masked_mean(x, mask).item() == pytest.approx((0 + 1 + 0.5 * 4) / 2.5)
+    assert masked_mean(x, torch.zeros_like(mask)).item() == 0.0
+
+
+# ------------------------------------------------------------------------- sizes (Torch code)
+def _torch_params(layers: list[tuple[str, int, int, int, bool]]) -> tuple[int, int]:
+    """(parameters of the Torch model, biases of its convolutions a BatchNorm follows), from a layer
+    list as main_cub_bbox.lua writes it: (kind, in, out, kernel side, BN after)."""
+    total = bn_biases = 0
+    for kind, a, b, k, bn in layers:
+        total += a * b * (k * k if kind == "conv" else 1) + b + (2 * b if bn else 0)
+        bn_biases += b if bn and kind == "conv" else 0
+    return total, bn_biases
+
+
+def test_box_generator_at_reed_sizes_is_the_torch_model_less_the_biases_bn_cancels() -> None:
+    n, z, txt = 128, 100, 1024
+    layers = [("linear", z, 4 * n, 1, False), ("linear", txt, 4 * n, 1, False),  # prep_noise, prep_txt_g
+              ("linear", z, 4 * n, 1, False),  # combiner_global's noise
+              *[("conv", 4 * n, 4 * n, 4, True)] * 3,  # txtGlobalG
+              ("conv", 8 * n, 8 * n, 4, True), ("conv", 8 * n, 4 * n, 4, True), ("conv", 4 * n, 2 * n, 4, True),
+              ("conv", 8 * n, 8 * n, 4, True),  # convG
+              ("conv", 8 * n, 2 * n, 1, True), ("conv", 2 * n, 2 * n, 3, True), ("conv", 2 * n, 8 * n, 3, True),
+              ("conv", 8 * n, 4 * n, 4, True),
+              ("conv", 4 * n, n, 1, True), ("conv", n, n, 3, True), ("conv", n, 4 * n, 3, True),
+              ("conv", 4 * n, 2 * n, 4, True),
+              ("conv", 4 * n, 2 * n, 3, True), ("conv", 2 * n, n, 4, True), ("conv", n, 32, 4, True),  # netG
+              ("conv", 32, 3, 4, False)]
+    total, bn_biases = _torch_params(layers)
+    with torch.device("meta"):  # the classes, not the factories: no init of 74M values
+        g = GawwnBoxGenerator(GawwnBoxGeneratorOptions(), z, txt, 3)
+    assert count(g) == total - bn_biases
+    assert g.out_size == 128
+
+
+def test_box_discriminator_at_reed_sizes_is_the_torch_model_less_the_biases_bn_cancels() -> None:
+    d, nt, txt = 128, 128, 1024
+    layers = [("conv", 3, d, 4, False), ("conv", d, d, 4, False), ("conv", d, 2 * d, 4, True),  # imgGlobalD
+              ("conv", 2 * d, 2 * d, 3, True),
+              ("linear", txt, nt, 1, False),  # prep_txt_d
+              ("conv", 2 * d + nt, 2 * d, 3, True), ("conv", 2 * d, 2 * d, 1, True), ("conv", 2 * d, d, 1, False),
+              ("conv", 2 * d, 4 * d, 4, True), ("conv", 4 * d, 8 * d, 4, True),  # convGlobalD
+              ("conv", nt, 4 * d, 4, True), ("conv", 4 * d, d, 4, True),  # txtGlobalD
+              ("conv", 9 * d, 4 * d, 1, True), ("conv", 4 * d, d, 4, True),  # globalD
+              ("linear", 2 * d, d, 1, True), ("linear", d, 1, 1, False)]
+    total, bn_biases = _torch_params(layers)
+    with torch.device("meta"):
+        disc = GawwnBoxDiscriminator(GawwnBoxDiscriminatorOptions(), 128, 3, txt)
+    assert count(disc) == total - bn_biases
+
+
+# --------------------------------------------------------------------- shapes and the box's effect
+def tiny_generator(**options: Any) -> nn.Module:
+    torch.manual_seed(0)
+    return build_gawwn_box_generator(GawwnBoxGeneratorOptions(**({"ngf": 4, "grid": 8, "out_size": 32} | options)),
+                                     ctx())
+
+
+def tiny_discriminator(**options: Any) -> nn.Module:
+    torch.manual_seed(0)
+    return build_gawwn_box_discriminator(GawwnBoxDiscriminatorOptions(**({"ndf": 4, "grid": 8} | options)),
+                                         ctx(image_size=32))
+
+
+def _capture(module: nn.Module, seen: list[Tensor]) -> None:
+    module.register_forward_hook(lambda m, inputs, output: seen.append(inputs[0].detach()))
+
+
+def test_box_generator_draws_images_and_places_its_text_and_local_features_in_the_box() -> None:
+    g = tiny_generator()
+    seen_text: list[Tensor] = []
+    seen_joint: list[Tensor] = []
+    _capture(g.global_text, seen_text)
+    _capture(g.joint, seen_joint)
+    out = g(torch.randn(2, NOISE), condition(torch.randn(2, TEXT)), None, fields={"box": BOXES})
+    assert out.image.shape == (2, 3, 32, 32) and out.features is None
+    assert out.image.abs().max() <= 1
+    outside = box_mask(BOXES, 8) == 0  # [2, 1, 8, 8]
+    assert outside.sum() > 0 and (~outside).sum() > 0
+    placed, joint = seen_text[0], seen_joint[0]
+    assert placed.shape == (2, 4 * 4, 8, 8)  # text_channels default 4 * ngf
+    assert placed.masked_select(outside).abs().max() == 0
+    assert placed[0, :, 0, 0].abs().sum() > 0  # inside the first box
+    local = joint[:, 2 * 4:]  # the local pathway's half of the joined map
+    assert local.masked_select(outside.expand_as(local)).abs().max() == 0
+    assert local.masked_select((~outside).expand_as(local)).abs().sum() > 0
+
+
+def test_box_generator_output_depends_on_the_box() -> None:
+    g = tiny_generator()  # training mode: BatchNorm on the batch, as when learning
+    z, c = torch.randn(1, NOISE).expand(2, -1), condition(torch.randn(1, TEXT).expand(2, -1))
+    image = g(z, c, None, fields={"box": BOXES}).image  # the same noise and text, two boxes
+    same = g(z, c, None, fields={"box": BOXES[:1].expand(2, -1)}).image
+    assert torch.allclose(same[0], same[1], atol=1e-6)
+    assert (image[0] - image[1]).abs().max() > 1e-3
+
+
+def test_box_generator_example_fields_are_a_centred_box() -> None:
+    assert torch.equal(tiny_generator().example_fields(3)["box"], torch.tensor([[0.25, 0.25, 0.75, 0.75]] * 3))
+
+
+def test_box_discriminator_masks_its_text_and_local_features_to_the_box() -> None:
+    disc = tiny_discriminator()
+    seen_text: list[Tensor] = []
+    seen_local: list[Tensor] = []
+    _capture(disc.global_text, seen_text)
+    _capture(disc.local_read, seen_local)
+    features = disc.features(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert features.shape == (2, 8, 8, 8)
+    text = torch.randn(2, TEXT)
+    logits = disc.cond_logits(features, condition(text), text, fields={"box": BOXES})
+    assert logits.shape == (2,)
+    assert disc.uncond_logits(features, fields={"box": BOXES}) is None
+    outside = box_mask(BOXES, 8) == 0
+    for seen in (seen_text[0], seen_local[0]):
+        assert seen.masked_select(outside.expand_as(seen)).abs().max() == 0
+        assert seen.masked_select((~outside).expand_as(seen)).abs().sum() > 0
+
+
+def test_box_discriminator_logits_depend_on_box_and_text() -> None:
+    disc = tiny_discriminator().eval()
+    features = disc.features(torch.rand(2, 3, 32, 32) * 2 - 1)
+    text = torch.randn(2, TEXT)
+    base = disc.cond_logits(features, condition(text), text, fields={"box": BOXES})
+    moved = disc.cond_logits(features, condition(text), text, fields={"box": BOXES.flip(0)})
+    other = disc.cond_logits(features, condition(text), text.flip(0), fields={"box": BOXES})
+    scale = base.abs().max()  # small at the N(0, 0.02) init; float error is ~1e-7 of it
+    assert (base - moved).abs().max() > 1e-3 * scale
+    assert (base - other).abs().max() > 1e-3 * scale
+
+
+def test_box_discriminator_condition_mu_uses_the_condition_mean() -> None:
+    disc = tiny_discriminator(condition="mu")
+    assert disc.compress_text is None
+    features = disc.features(torch.rand(2, 3, 32, 32) * 2 - 1)
+    mu = torch.randn(2, TEXT)
+    assert disc.cond_logits(features, condition(mu), torch.zeros(2, 99), fields={"box": BOXES}).shape == (2,)
+
+
+def test_both_request_the_box() -> None:
+    assert tiny_generator().requests == frozenset({"box"})
+    assert tiny_discriminator().requests == frozenset({"box"})
+
+
+# --------------------------------------------------------------------------------- options
+@pytest.mark.parametrize(("options", "message"), [
+    ({"grid": 12}, "power of two"),
+    ({"grid": 16, "out_size": 16}, "out_size"),
+    ({"grid": 16, "out_size": 48}, "out_size"),
+])
+def test_generator_options_are_checked(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        GawwnBoxGeneratorOptions(**options)
+
+
+def test_generator_must_be_the_first_stage() -> None:
+    with pytest.raises(RecipeError, match="first stage"):
+        build_gawwn_box_generator(GawwnBoxGeneratorOptions(ngf=4, grid=8, out_size=16), ctx(in_size=16))
+
+
+def test_discriminator_needs_an_image_the_grid_divides() -> None:
+    with pytest.raises(RecipeError, match="grid") as info:
+        build_gawwn_box_discriminator(GawwnBoxDiscriminatorOptions(ndf=4, grid=16), ctx(image_size=24))
+    assert info.value.path == "grid"

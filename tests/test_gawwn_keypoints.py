@@ -203,3 +203,56 @@ def test_the_keypoint_recipe_trains_a_step_at_reduced_width_and_samples_where_th
     first, elsewhere = draw(pose, "pose"), draw(moved, "moved")
     assert first[0].shape == (128, 128, 3)
     assert not any(np.array_equal(a, b) for a, b in zip(first, elsewhere, strict=True))  # same seed, parts moved
+
+
+# ------------------------------------------------------------------------- the mismatched pair
+class RecordingDiscriminator(nn.Module):
+    """Records, for each conditional call, the row of each text and each keypoint set it was given."""
+
+    requests = frozenset({"keypoints"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[list[float], list[float]]] = []
+
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        return image.flatten(1)
+
+    def cond_logits(self, features: torch.Tensor, condition: Condition, text: torch.Tensor, *,
+                    fields: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.calls.append((text[:, 0].tolist(), fields["keypoints"][:, 0, 0].tolist()))
+        return features[:, 0]
+
+    def uncond_logits(self, features: torch.Tensor, *, fields: dict[str, torch.Tensor]) -> None:
+        return None
+
+
+@pytest.mark.parametrize(("wrong", "wrong_fields", "texts", "keypoints"), [
+    ("shift", "image", [3, 0, 1, 2], [0, 1, 2, 3]),  # GAWWN: the image's own keypoints, another text
+    ("shift", "text", [3, 0, 1, 2], [3, 0, 1, 2]),   # the whole condition of another example
+    ("port", "image", [1, 2, 3], [0, 1, 2]),
+    ("port", "text", [1, 2, 3], [1, 2, 3]),
+])
+def test_the_mismatched_pair_carries_the_keypoints_the_option_names(
+        wrong: str, wrong_fields: str, texts: list[int], keypoints: list[int]) -> None:
+    from ganstack.interfaces import LossContext, StepState
+
+    entry = load_plugins().registry.get("loss", "matching-aware")
+    loss = entry.factory(entry.options(wrong=wrong, wrong_fields=wrong_fields), LossContext(index=0, num_stages=1))
+    d = RecordingDiscriminator()
+    rows = torch.arange(4, dtype=torch.float32)
+    text = rows[:, None].expand(4, TEXT).clone()  # text row i holds i
+    kp = torch.zeros(4, PARTS, 3)
+    kp[:, 0, 0] = rows  # keypoints row i hold i
+    images = torch.rand(4, 3, 8, 8)
+    loss.d_terms(StepState(stage=0, phase="d", discriminator=d, real=images, fake=images.flip(0),
+                           condition=Condition(text, text, None), text=text, fields={"keypoints": kp}))
+    real, wrong_pair, fake = d.calls
+    assert real == fake == ([0, 1, 2, 3], [0, 1, 2, 3])
+    assert wrong_pair == (texts, keypoints)
+
+
+def test_the_images_own_fields_need_a_mismatched_pair_of_the_same_image() -> None:
+    entry = load_plugins().registry.get("loss", "matching-aware")
+    with pytest.raises(ValueError, match="wrong: class"):
+        entry.options(wrong="class", wrong_fields="image")

@@ -204,6 +204,10 @@ def test_the_keypoint_recipe_trains_a_step_at_reduced_width_and_samples_where_th
     assert first[0].shape == (128, 128, 3)
     assert not any(np.array_equal(a, b) for a, b in zip(first, elsewhere, strict=True))  # same seed, parts moved
 
+    (tmp_path / "short.json").write_text(json.dumps(pose[:14]))  # the part count comes from the stack
+    code, _out, err = cli("sample", run, "--embeddings", embeddings, "--keypoints", tmp_path / "short.json")
+    assert code == 2 and "--keypoints" in err and "14 parts" in err and "expects 15" in err
+
 
 # ------------------------------------------------------------------------- the mismatched pair
 class RecordingDiscriminator(nn.Module):

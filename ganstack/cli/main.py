@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolate", nargs=2, metavar=("TEXT_A", "TEXT_B"),
                    help="interpolate the condition between two sentences, noise fixed")
     p.add_argument("--steps", type=int, default=8, help="interpolation steps (with --interpolate)")
+    p.add_argument("--box", metavar="X0,Y0,X1,Y1",
+                   help="where to draw, for a run whose stack takes a box (GAWWN): fractions of the image side, "
+                   "origin top left, for every caption; outlined on the contact sheet and kept in the manifest")
+    p.add_argument("--keypoints", metavar="FILE.json",
+                   help="part locations, for a run whose stack takes keypoints: a JSON list of [x, y, visible] "
+                   "triples (fractions, origin top left), one per part, or {\"keypoints\": [...]}")
     _add_device(p)
     p.add_argument("--no-ema", action="store_true", help="use the trained weights even where the run kept an EMA")
 
@@ -421,24 +427,41 @@ def _prepare_out(out: Path) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from ganstack.sample.draw import load, read_captions, read_embeddings, write_samples
+    from ganstack.sample.fields import parse_box, read_keypoints
 
     if args.n < 1 or (args.ca_variations is not None and args.ca_variations < 1) or args.steps < 2:
         raise UserError("--n and --ca-variations must be at least 1 and --steps at least 2",
                         fix="give positive counts")
+    box = parse_box(args.box) if args.box is not None else None  # a bad value fails before the run loads
     model = load(args.run, device=args.device, ema=not args.no_ema)
+    given: dict[str, Any] = {}
+    if box is not None:
+        given["box"] = box
+    if args.keypoints is not None:
+        given["keypoints"] = read_keypoints(Path(args.keypoints), model.keypoint_count())
+    for name, flag in (("box", "--box"), ("keypoints", "--keypoints")):
+        if name in given and name not in model.needed_fields():
+            takes = ", ".join(sorted(model.needed_fields())) or "no conditioning fields"
+            raise UserError(f"{flag} was given, but this run's stack does not take a {name} (it takes {takes})",
+                            path=flag, fix=f"leave out {flag}, or sample a run trained with a stack that takes a {name}")
     texts = list(args.text) + (read_captions(Path(args.captions)) if args.captions else [])
+
+    def fields(rows: int) -> dict[str, Any]:  # the one box / set of keypoints, for every caption
+        return {name: value.expand(rows, *value.shape) for name, value in given.items()}
+
     if args.interpolate:
-        samples = model.interpolate(*args.interpolate, args.steps, seed=args.seed)
+        samples = model.interpolate(*args.interpolate, args.steps, seed=args.seed, fields=fields(1))
     elif args.ca_variations:
         if not texts:
             raise UserError("--ca-variations needs a sentence", fix='add --text "a sentence"')
-        samples = model.ca_variations(texts[0], args.ca_variations, seed=args.seed)
+        samples = model.ca_variations(texts[0], args.ca_variations, seed=args.seed, fields=fields(1))
     else:
         embeddings = read_embeddings(Path(args.embeddings)) if args.embeddings else None
         if embeddings is not None and texts and len(texts) != len(embeddings):
             raise UserError(f"{len(texts)} captions but {len(embeddings)} embedding rows", file=args.embeddings,
                             fix="give one embedding row per caption, or no captions")
-        samples = model.generate(texts, n=args.n, seed=args.seed, embeddings=embeddings)
+        count = len(embeddings) if embeddings is not None else len(texts)
+        samples = model.generate(texts, n=args.n, seed=args.seed, embeddings=embeddings, fields=fields(count))
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     out = Path(args.out) if args.out else run_dir / "samples-cli"
     result = write_samples(samples, out, stages=args.stage, resolutions=model.resolutions)

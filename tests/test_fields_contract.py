@@ -164,3 +164,22 @@ def test_step_state_generate_gives_images_with_gradients(plugin, cli, tmp_path: 
     assert torch.equal(main_pass, probe["fields"]["box"]) and torch.equal(probe_pass, probe["fields"]["box"])
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert "stage1/g_probe" in lines[-1]
+
+
+def test_metrics_pass_the_examples_fields(plugin, cli, tmp_path: Path) -> None:
+    from ganstack.evaluate.scoring import StackSource
+    from ganstack.sample.draw import load
+    from ganstack_defaults.metrics.sources import generate, item_batches, item_fields
+
+    path = write(tmp_path / "boxed.yaml", recipe())
+    assert cli("run", path, "--max-steps", "1", "--out", tmp_path / "run")[0] == 0
+    model = load(tmp_path / "run", device="cpu")
+    source = StackSource(model, model.resolved)
+    dataset = source.dataset("test")
+    plugin.clear()
+    (_positions, items), = list(item_batches(dataset, 3, 8, "test"))
+    images = generate(source, [it["caption"] for it in items], 0, None, item_fields(dataset, items))
+    assert images.shape == (3, 3, 8, 8)
+    assert torch.equal(plugin["generator"][0]["box"], torch.tensor([example_box(i) for i in range(3)]))
+    with pytest.raises(UserError, match="'box'"):
+        source.generate(["red shape"])

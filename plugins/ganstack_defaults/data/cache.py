@@ -68,7 +68,8 @@ class ImageStore:
 
     ``usable`` holds their positions in the list the cache was built from, ``skipped`` says why
     each of the others could not be decoded; ``regions[i]`` is the ``(left, top, right, bottom)`` of
-    the original image that image ``i`` shows, in the original's pixels.
+    the original image that image ``i`` shows, in the original's pixels, and ``sizes[i]`` its stored
+    ``(width, height)``.
     """
 
     def __init__(self, stem: Path) -> None:
@@ -77,6 +78,7 @@ class ImageStore:
         self.usable = np.flatnonzero(index[:, 1] > 0)
         self._index = index[self.usable]
         self.regions = self._index[:, 3:7].astype(np.float64)
+        self.sizes = self._index[:, [2, 1]].astype(np.float64)  # (width, height) as stored
         self.skipped: list[str] = list(json.loads(Path(f"{stem}.meta.json").read_text())["undecodable"].values())
         self._pixels: np.ndarray | None = None
 

@@ -91,12 +91,15 @@ class StackGANFlowersOptions(StackGANBirdsOptions):
 
     ``crop_boxes``: off, as Oxford-102 has no bounding boxes (on, it reads CUB-style ``images.txt``
     and ``bounding_boxes.txt`` in ``image_dir``); ``image_dir``: folder under ``root`` holding the
-    Oxford-102 images (its archive unpacks as ``jpg/``); images are found by file name
+    Oxford-102 images (its archive unpacks as ``jpg/``); images are found by file name;
+    ``part_locs``: none, as Oxford-102 has no part locations (a CUB-style ``part_locs.txt`` under
+    ``image_dir`` named here gives ``keypoints``)
     """
 
     root: str = attrs.field(default="Data/flowers", validator=non_empty)
     crop_boxes: bool = False
     image_dir: str = "jpg"
+    part_locs: str | None = None
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -107,12 +110,14 @@ class StackGANCocoOptions(StackGANBirdsOptions):
     ``root``: the folder holding ``train/`` and ``test/`` and the COCO images (absolute, or relative
     to the recipe's folder, then to the working folder); ``crop_boxes``: off, as COCO has no
     CUB-style box tables; ``image_dir``: folder under ``root`` searched for each ``<name>.jpg``;
-    empty (default) searches ``root`` itself, so ``train2014/`` and ``val2014/`` are both found
+    empty (default) searches ``root`` itself, so ``train2014/`` and ``val2014/`` are both found;
+    ``part_locs``: none, as COCO has no CUB-style part locations
     """
 
     root: str = attrs.field(default="Data/coco", validator=non_empty)
     crop_boxes: bool = False
     image_dir: str = ""
+    part_locs: str | None = None
 
 
 def _missing(path: Path, dataset: str, what: str) -> DataError:

@@ -281,3 +281,14 @@ def test_captioned_folder_bad_box_names_the_line(tmp_path: Path, box: object) ->
         _folder(root, "train")
     message = str(info.value)
     assert "captions.jsonl" in message and "line 1: 'box'" in message and "0 <= x0 < x1 <= 1" in message
+
+
+def test_preview_draw_says_when_there_is_nothing_to_draw(cli, tmp_path: Path) -> None:
+    birds = _layout(tmp_path / "birds", parts=False)
+    recipe = _birds_recipe(tmp_path, birds)
+    text = recipe.read_text().replace("embeddings_file: null}", "embeddings_file: null, crop_boxes: false}")
+    (birds / "CUB_200_2011" / "bounding_boxes.txt").unlink()
+    code, stdout, err = cli("data", "preview", write(recipe, text), "--n", 1, "--draw", "--out", tmp_path / "p")
+    assert code == 0, stdout + err
+    assert "Nothing drawn: stackgan-birds gives no box or keypoints" in stdout
+    assert "box" not in (tmp_path / "p" / "manifest.jsonl").read_text()

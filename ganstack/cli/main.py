@@ -609,6 +609,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     dataset = build_dataset(resolved, args.split, stack.resolutions)
     manifest = write_preview(dataset, stack.resolutions, Path(args.out), args.n, args.split, draw=args.draw)
     _console().print(f"Wrote {args.n} examples x {len(stack.resolutions)} resolutions; manifest: {manifest}")
+    if args.draw and not {"box", "keypoints"} & set(getattr(dataset, "fields", ())):
+        _console().print(f"Nothing drawn: {resolved.recipe.dataset.type} gives no box or keypoints here "
+                         "(docs/datasets.md#boxes-and-keypoints says which datasets do)")
     return 0
 
 

@@ -267,7 +267,7 @@ def _tables(folder: Path, keys: list[str], options: StackGANBirdsOptions) -> _Ta
         if lacking:
             missing["box"] = f"'{lacking[0]}' has no box in {folder / cub.BOXES}"
             boxes = None
-    elif not options.crop_boxes:
+    else:
         missing["box"] = f"no {cub.IMAGES} and {cub.BOXES} in {folder}"
     parts = cub.read_parts(parts_path, ids) if want_parts and parts_path is not None else None
     if parts is not None:

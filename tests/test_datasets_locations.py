@@ -11,6 +11,7 @@ multiple of 1/2^k, so float arithmetic is exact and the checks are equalities.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 from test_datasets_stackgan import KEYS, WINDOW, _build, _layout
+from torch.utils.data import default_collate
 
 from conftest import TINY, write
 from ganstack.components.loader import registry
@@ -125,13 +127,15 @@ def test_training_crops_and_flips_move_box_and_keypoints_with_the_pixels(tmp_pat
         data.set_epoch(epoch)
         item = data[epoch % len(KEYS)]
         left, top, mirror = _crop_of(item)
-        seen.add((left == 0, mirror))
+        seen.add((left, top, mirror))
         box, points = _expected(left, top, mirror, swap)
         assert item["box"].tolist() == box, (epoch, left, top, mirror)
         np.testing.assert_array_equal(item["keypoints"].numpy(), points)
         eye = item["keypoints"][10 if mirror and swap else 6]  # the part at the quadrants' corner
         assert eye[0] * 32 == (32 - (19 - left) if mirror else 19 - left) and eye[1] * 32 == 19 - top
-    assert {m for _, m in seen} == {True, False}  # both mirrored and plain crops were checked
+    # checked: mirrored and plain crops, a box clipped at the right (left 0: (32.0625 - 0)/32 > 1), and
+    # the beak inside the crop (only from left 0, top 6), mirrored and plain
+    assert {(0, 6, True), (0, 6, False)} <= seen and len({(x, y) for x, y, _ in seen}) >= 15
 
 
 def test_without_part_locations_only_the_box(tmp_path: Path) -> None:
@@ -292,3 +296,12 @@ def test_preview_draw_says_when_there_is_nothing_to_draw(cli, tmp_path: Path) ->
     assert code == 0, stdout + err
     assert "Nothing drawn: stackgan-birds gives no box or keypoints" in stdout
     assert "box" not in (tmp_path / "p" / "manifest.jsonl").read_text()
+
+
+def test_fields_batch_as_the_contract_says_and_survive_pickling(tmp_path: Path) -> None:
+    data = _build(_layout(tmp_path / "birds"))
+    batch = default_collate([data[i] for i in range(3)])
+    assert batch["box"].shape == (3, 4) and batch["box"].dtype == torch.float32
+    assert batch["keypoints"].shape == (3, 15, 3) and batch["keypoints"].dtype == torch.float32
+    copy = pickle.loads(pickle.dumps(data))  # what a data-loading worker gets
+    assert copy.fields == data.fields and torch.equal(copy[2]["keypoints"], data[2]["keypoints"])

@@ -180,12 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     d = data_sub.add_parser("preview", help="write real examples as PNGs with a manifest.jsonl",
                             description="Write real examples of a recipe's dataset at every stage "
-                            "resolution: one PNG per example and stage, plus manifest.jsonl.")
+                            "resolution: one PNG per example and stage, plus manifest.jsonl (with each "
+                            "example's box and keypoints where the dataset yields them).")
     d.add_argument("recipe", help="recipe YAML file or shipped recipe name")
     _add_set(d)
     d.add_argument("--split", default="train", help="train, test or holdout (shapes)")
     d.add_argument("--n", type=int, default=16, help="number of examples")
     d.add_argument("--out", required=True, help="output folder")
+    d.add_argument("--draw", action="store_true",
+                   help="draw each example's location fields over its PNGs, where the dataset yields them: the "
+                   "box as a magenta outline, each visible keypoint as a dot of its own hue (part 1 red, then "
+                   "round the colour wheel in part order); the manifest records them either way")
     return parser
 
 
@@ -625,8 +630,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     resolved = load_recipe(args.recipe, args.overrides)
     stack = build_stack(resolved)
     dataset = build_dataset(resolved, args.split, stack.resolutions)
-    manifest = write_preview(dataset, stack.resolutions, Path(args.out), args.n, args.split)
+    manifest = write_preview(dataset, stack.resolutions, Path(args.out), args.n, args.split, draw=args.draw)
     _console().print(f"Wrote {args.n} examples x {len(stack.resolutions)} resolutions; manifest: {manifest}")
+    if args.draw and not {"box", "keypoints"} & set(getattr(dataset, "fields", ())):
+        _console().print(f"Nothing drawn: {resolved.recipe.dataset.type} gives no box or keypoints here "
+                         "(docs/datasets.md#boxes-and-keypoints says which datasets do)")
     return 0
 
 

@@ -34,6 +34,13 @@ def _from_second(condition: Condition) -> Condition:
     return Condition(*(t[1:] if t is not None else None for t in condition))
 
 
+def _own_fields_need_real(instance: AdversarialOptions, attribute: attrs.Attribute, value: str) -> None:
+    if value == "image" and instance.wrong == "class":
+        raise ValueError("'wrong_fields: image' keeps the real image's own fields, but with 'wrong: class' the "
+                         "mismatched image is another example's, whose fields are not loaded; use wrong: shift "
+                         "or port, or wrong_fields: text")
+
+
 @attrs.define(frozen=True)
 class AdversarialOptions:
     """Options of the matching-aware adversarial losses.
@@ -43,11 +50,16 @@ class AdversarialOptions:
     B-1 rows, so its BatchNorm statistics are the port's too); ``shift`` pairs every image with the
     previous example's text, B pairs, the first image with the last text; ``class`` uses a real
     image of another class (TF, StackGAN-v2);
-    ``uncond_weight``: weight of the unconditional terms where the discriminator has that head (0: off)
+    ``uncond_weight``: weight of the unconditional terms where the discriminator has that head (0: off);
+    ``wrong_fields``: the conditioning fields (box, keypoints) of a ``shift`` or ``port`` mismatched
+    pair: ``text``, those of the example whose text it is (the whole condition is another
+    example's), or ``image``, the image's own, so that only the text is wrong (GAWWN: a real
+    image with its own box or keypoints and another caption)
     """
 
     wrong: str = attrs.field(default="shift", validator=v.in_(["shift", "port", "class"]))
     uncond_weight: float = attrs.field(default=1.0, validator=v.ge(0))
+    wrong_fields: str = attrs.field(default="text", validator=[v.in_(["text", "image"]), _own_fields_need_real])
 
 
 class MatchingAwareLoss(nn.Module):
@@ -77,10 +89,11 @@ class MatchingAwareLoss(nn.Module):
             if self.options.wrong == "class" and step.wrong_real is not None:
                 wrong = d.cond_logits(step.features("wrong_real"), cond, step.text, **own)
             elif self.options.wrong == "port":
-                wrong = d.cond_logits(real_f[:-1], _from_second(cond), step.text[1:], **step.d_fields(lambda t: t[1:]))
+                rows = (lambda t: t[:-1]) if self.options.wrong_fields == "image" else (lambda t: t[1:])
+                wrong = d.cond_logits(real_f[:-1], _from_second(cond), step.text[1:], **step.d_fields(rows))
             else:
-                wrong = d.cond_logits(real_f, _shifted(cond), step.text.roll(1, dims=0),
-                                      **step.d_fields(lambda t: t.roll(1, dims=0)))
+                fields = own if self.options.wrong_fields == "image" else step.d_fields(lambda t: t.roll(1, dims=0))
+                wrong = d.cond_logits(real_f, _shifted(cond), step.text.roll(1, dims=0), **fields)
         fake_f = step.features("fake")
         fake = d.cond_logits(fake_f, cond, step.text, **own)
         if with_wrong and self.options.uncond_weight:

@@ -22,10 +22,12 @@ from ganstack.interfaces import Condition, StageContext, StageOutput
 from ganstack_defaults.networks.blocks import LEAK, init_weights, log2_exact, replicate
 from ganstack_defaults.networks.gawwn_blocks import (
     GRID,
+    UPSAMPLING,
     Bottleneck,
     box_mask,
     conv_bn,
     deconv_bn,
+    double,
     down_to_vector,
     example_boxes,
     image_global_path,
@@ -82,6 +84,9 @@ class GawwnBoxGeneratorOptions:
     text_channels: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(1)),
                                             metadata={
         "doc": "size of the generator's linear compression of the condition, shared by both pathways (default `4*ngf`, as the Torch code)"})
+    upsample: Literal["deconv", "nearest"] = attrs.field(default="deconv", validator=attrs.validators.in_(UPSAMPLING),
+                                                         metadata={
+        "doc": "how each doubling after 4x4 is made: `deconv` (4x4 stride-2 transposed convs, the Torch code) or `nearest` (nearest x2 then a 3x3 conv: no checkerboard pattern, as StackGAN's up blocks)"})
 
 
 class GawwnBoxGenerator(nn.Module):
@@ -118,17 +123,17 @@ class GawwnBoxGenerator(nn.Module):
         self.noise_global = nn.Linear(noise_dim, 4 * n)
         self.noise_local = nn.Linear(noise_dim, 4 * n)
         self.global_text = down_to_vector(text_channels, [4 * n] * len(widths))
-        self.global_up = up_from_vector(8 * n, widths)
+        self.global_up = up_from_vector(8 * n, widths, upsample=options.upsample)
         local: list[nn.Module] = [deconv_bn(4 * n + text_channels, widths[0], 4, 1, 0, act=None)]
         for i, width in enumerate(widths):
             if i:
-                local.append(deconv_bn(widths[i - 1], width, act=None))
+                local.append(double(widths[i - 1], width, upsample=options.upsample, act=None))
             if i < len(widths) - 1:
                 local.append(Bottleneck(width, max(1, width // 4)))
         self.local_up = nn.Sequential(*local)
         self.joint = conv_bn(4 * n, 2 * n, 3, padding=1)
         ups = log2_exact(options.out_size // grid) or 0
-        self.to_image = up_to_image(_image_widths(n, ups), image_channels)
+        self.to_image = up_to_image(_image_widths(n, ups), image_channels, upsample=options.upsample)
 
     def example_fields(self, batch_size: int) -> dict[str, Tensor]:
         """A centred box per example, for building and size estimates without data."""
@@ -173,6 +178,8 @@ class GawwnBoxDiscriminatorOptions:
     condition: Literal["text", "mu"] = attrs.field(default="text", validator=attrs.validators.in_(("text", "mu")),
                                                    metadata={
         "doc": "`text` (D compresses the raw embedding itself, as the paper) or `mu` (the stage's condition mean, detached)"})
+    projection: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool), metadata={
+        "doc": "add the inner product of the projected text with the joined local and global vectors to the logit (Miyato and Koyama's projection; not in the paper): D learns what the words mean sooner, as the quickstart's `projection` D does"})
 
 
 class GawwnBoxDiscriminator(nn.Module):
@@ -186,7 +193,8 @@ class GawwnBoxDiscriminator(nn.Module):
     - global: the features down to ``8ndf`` at 4x4, joined with ``t`` replicated over the grid,
       masked by the box and convolved down to ``ndf`` at 4x4; a 1x1 conv to ``4ndf`` and a 4x4 valid
       conv to ``ndf``;
-    - both ``ndf`` vectors joined: Linear -> BN -> LeakyReLU -> Linear to one logit.
+    - both ``ndf`` vectors joined: Linear -> BN -> LeakyReLU -> Linear to one logit (with ``projection``,
+      plus the inner product of the joined vector and a linear projection of ``t``).
 
     No unconditional head (the paper has none): ``uncond_logits`` is ``None``.
     """
@@ -211,6 +219,7 @@ class GawwnBoxDiscriminator(nn.Module):
         self.global_read = nn.Sequential(conv_bn(8 * d + text_widths[-1], 4 * d, 1, act="leaky"),
                                          conv_bn(4 * d, d, 4, act="leaky"))
         self.head = logit_head(d)
+        self.project = nn.Linear(nt, 2 * d, bias=False) if options.projection else None
 
     def example_fields(self, batch_size: int) -> dict[str, Tensor]:
         """A centred box per example, for building and size estimates without data."""
@@ -227,7 +236,11 @@ class GawwnBoxDiscriminator(nn.Module):
         local = nn.functional.leaky_relu(masked_mean(self.local_read(joined * mask), mask), LEAK)
         text_map = self.global_text(masked_replicate(t, mask))
         global_ = self.global_read(torch.cat([self.global_image(features), text_map], dim=1)).flatten(1)
-        return self.head(torch.cat([local, global_], dim=1)).reshape(-1)
+        joined = torch.cat([local, global_], dim=1)
+        logits = self.head(joined).reshape(-1)
+        if self.project is not None:
+            logits = logits + (self.project(t) * joined).sum(dim=1)
+        return logits
 
     def uncond_logits(self, features: Tensor, *, fields: dict[str, Tensor] | None = None) -> Tensor | None:
         return None

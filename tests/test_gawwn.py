@@ -248,3 +248,17 @@ def test_nearest_upsampling_keeps_transposed_convs_only_for_1x1_to_4x4() -> None
     assert len(deconvs) == 2 and all(m.stride == (1, 1) and m.kernel_size == (4, 4) for m in deconvs)
     default = [m for m in tiny_generator().modules() if isinstance(m, nn.ConvTranspose2d)]
     assert len(default) == 2 + 1 + 1 + 2  # both 4x4 starts, one doubling per pathway (4 to the 8x8 grid), two to the image
+
+
+def test_mask_channel_joins_the_box_mask_itself() -> None:
+    g, disc = tiny_generator(mask_channel=True), tiny_discriminator(mask_channel=True)
+    seen_g: list[Tensor] = []
+    seen_d: list[Tensor] = []
+    _capture(g.joint, seen_g)
+    _capture(disc.local_join, seen_d)
+    image = g(torch.randn(2, NOISE), condition(torch.randn(2, TEXT)), None, fields={"box": BOXES}).image
+    text = torch.randn(2, TEXT)
+    disc.cond_logits(disc.features(image), condition(text), text, fields={"box": BOXES})
+    mask = box_mask(BOXES, 8)
+    assert seen_g[0].shape[1] == 4 * 4 + 1 and torch.equal(seen_g[0][:, -1:], mask)
+    assert seen_d[0].shape[1] == 2 * 4 + 128 + 1 and torch.equal(seen_d[0][:, -1:], mask)

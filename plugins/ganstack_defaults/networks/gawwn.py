@@ -87,6 +87,8 @@ class GawwnBoxGeneratorOptions:
     upsample: Literal["deconv", "nearest"] = attrs.field(default="deconv", validator=attrs.validators.in_(UPSAMPLING),
                                                          metadata={
         "doc": "how each doubling after 4x4 is made: `deconv` (4x4 stride-2 transposed convs, the Torch code) or `nearest` (nearest x2 then a 3x3 conv: no checkerboard pattern, as StackGAN's up blocks)"})
+    mask_channel: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool), metadata={
+        "doc": "also join the box mask itself to the two pathways' maps, as the keypoint generator joins its keypoint maps (not in the box paper)"})
 
 
 class GawwnBoxGenerator(nn.Module):
@@ -131,7 +133,8 @@ class GawwnBoxGenerator(nn.Module):
             if i < len(widths) - 1:
                 local.append(Bottleneck(width, max(1, width // 4)))
         self.local_up = nn.Sequential(*local)
-        self.joint = conv_bn(4 * n, 2 * n, 3, padding=1)
+        self.mask_channel = options.mask_channel
+        self.joint = conv_bn(4 * n + int(options.mask_channel), 2 * n, 3, padding=1)
         ups = log2_exact(options.out_size // grid) or 0
         self.to_image = up_to_image(_image_widths(n, ups), image_channels, upsample=options.upsample)
 
@@ -150,7 +153,8 @@ class GawwnBoxGenerator(nn.Module):
         global_map = self.global_up(global_vector[:, :, None, None])
         local_vector = torch.relu(torch.cat([self.noise_local(z), t], dim=1))
         local_map = torch.relu(self.local_up(local_vector[:, :, None, None]) * mask)
-        image = self.to_image(self.joint(torch.cat([global_map, local_map], dim=1)))
+        maps = [global_map, local_map, mask] if self.mask_channel else [global_map, local_map]
+        image = self.to_image(self.joint(torch.cat(maps, dim=1)))
         return StageOutput(image=image, features=None)
 
 
@@ -178,6 +182,8 @@ class GawwnBoxDiscriminatorOptions:
     condition: Literal["text", "mu"] = attrs.field(default="text", validator=attrs.validators.in_(("text", "mu")),
                                                    metadata={
         "doc": "`text` (D compresses the raw embedding itself, as the paper) or `mu` (the stage's condition mean, detached)"})
+    mask_channel: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool), metadata={
+        "doc": "also join the box mask itself to the local pathway's input, as the keypoint discriminator joins its keypoint maps (not in the box paper)"})
     projection: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool), metadata={
         "doc": "add the inner product of the projected text with the joined local and global vectors to the logit (Miyato and Koyama's projection; not in the paper): D learns what the words mean sooner, as the quickstart's `projection` D does"})
 
@@ -209,7 +215,8 @@ class GawwnBoxDiscriminator(nn.Module):
         self.condition = options.condition
         self.trunk = image_trunk(image_size, grid, d, image_channels)
         self.compress_text = text_compression(text_dim, nt) if options.condition == "text" else None
-        self.local_join = conv_bn(2 * d + nt, 2 * d, 3, padding=1, act="leaky")
+        self.mask_channel = options.mask_channel
+        self.local_join = conv_bn(2 * d + nt + int(options.mask_channel), 2 * d, 3, padding=1, act="leaky")
         self.local_read = nn.Sequential(conv_bn(2 * d, 2 * d, 1, act="leaky"), nn.Conv2d(2 * d, d, 1))
         self.global_image = image_global_path(d, grid)
         halvings = (grid // 4).bit_length() - 1
@@ -232,7 +239,8 @@ class GawwnBoxDiscriminator(nn.Module):
                     fields: dict[str, Tensor]) -> Tensor:
         mask = box_mask(fields[BOX].to(features.dtype), self.grid)
         t = condition.mu.detach() if self.compress_text is None else self.compress_text(text)
-        joined = self.local_join(torch.cat([features, replicate(t, features)], dim=1))
+        parts = [features, replicate(t, features), mask] if self.mask_channel else [features, replicate(t, features)]
+        joined = self.local_join(torch.cat(parts, dim=1))
         local = nn.functional.leaky_relu(masked_mean(self.local_read(joined * mask), mask), LEAK)
         text_map = self.global_text(masked_replicate(t, mask))
         global_ = self.global_read(torch.cat([self.global_image(features), text_map], dim=1)).flatten(1)

@@ -47,10 +47,14 @@ BOX = "box"
 
 @attrs.define(frozen=True, kw_only=True)
 class ShapesBoxOptions:
-    """Settings of ``shapes-box``, as ``shapes-alignment``'s: ``seed`` picks the scenes and their captions
-    and seeds the noise (batch ``b`` uses ``seed + b``); ``batch_size``: images drawn and judged at a
-    time; ``stage``: which stage's images, 1-based (null: the last); ``cache_dir``, ``judge_steps`` and
-    ``judge_train_scenes``: the shapes judge's cache and training (shared with ``shapes-alignment``)."""
+    """Settings of ``shapes-box``; the ``judge_*`` options shape the shapes judge, shared with ``shapes-alignment``.
+
+    ``seed``: picks the evaluated ``test`` and ``holdout`` scenes and their captions, and seeds the
+    noise (batch ``b`` uses ``seed + b``); ``batch_size``: images generated and judged at a time;
+    ``stage``: which stage's images are judged, 1-based (null: the last); ``cache_dir``: folder caching
+    trained judges, one per resolution and judge setting; ``judge_steps``: training steps of the judge;
+    ``judge_train_scenes``: real ``train`` scenes the judge learns from (100 or more)
+    """
 
     seed: int = 0
     batch_size: int = attrs.field(default=64, validator=v.ge(1))

@@ -59,13 +59,13 @@ def training_time(run: Path) -> tuple[int, float]:
     return (timed[-1]["step"], timed[-1]["time_s"]) if timed else (0, 0.0)
 
 
-def score(run: Path, n: int, batch_size: int) -> dict[str, float]:
+def score(run: Path, n: int, batch_size: int, judge: dict[str, int]) -> dict[str, float]:
     from ganstack.evaluate.scoring import build_metric, evaluate
     from ganstack.recipe.schema import Component
     from ganstack.sample.draw import load
 
     model = load(run / "checkpoints" / "last.pt", device="cpu")
-    metric = build_metric(Component("shapes-box", {"batch_size": batch_size}), device="cpu", path="metric")
+    metric = build_metric(Component("shapes-box", {"batch_size": batch_size, **judge}), device="cpu", path="metric")
     values = evaluate(model, model.resolved, [("box", metric)], n)
     return {k.split("/", 1)[1]: v for k, v in values.items()}
 
@@ -78,6 +78,8 @@ def main() -> int:
     budget.add_argument("--steps", type=int, default=None, help="train this many steps instead")
     parser.add_argument("--n", type=int, default=500, help="scenes per split")
     parser.add_argument("--batch-size", type=int, default=64, help="images generated and judged at a time")
+    parser.add_argument("--judge-steps", type=int, help="train the shapes judge this many steps (default: its own)")
+    parser.add_argument("--judge-scenes", type=int, help="scenes the shapes judge learns from (default: its own)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe overrides")
     parser.add_argument("--run", help="score this existing shapes_gawwn run instead of training one")
     parser.add_argument("--quickstart", help="the quickstart's quality.json, to compare colour and shape")
@@ -92,7 +94,9 @@ def main() -> int:
         train(run, args.minutes, args.steps, args.overrides)
     wall = time.monotonic() - started
     step, seconds = training_time(run)
-    values = score(run, args.n, args.batch_size)
+    judge = {k: v for k, v in (("judge_steps", args.judge_steps), ("judge_train_scenes", args.judge_scenes))
+             if v is not None}
+    values = score(run, args.n, args.batch_size, judge)
     quickstart = None
     if args.quickstart:
         final = json.loads(Path(args.quickstart).read_text())["final"]

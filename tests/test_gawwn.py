@@ -224,3 +224,41 @@ def test_discriminator_needs_an_image_the_grid_divides() -> None:
     with pytest.raises(RecipeError, match="grid") as info:
         build_gawwn_box_discriminator(GawwnBoxDiscriminatorOptions(ndf=4, grid=16), ctx(image_size=24))
     assert info.value.path == "grid"
+
+
+def test_projection_adds_a_text_projection_term_and_leaves_the_rest() -> None:
+    plain, projected = tiny_discriminator().eval(), tiny_discriminator(projection=True).eval()
+    assert count(projected) - count(plain) == 128 * 2 * 4  # Linear(text_channels, 2 * ndf), no bias
+    projected.load_state_dict(plain.state_dict(), strict=False)
+    features = plain.features(torch.rand(2, 3, 32, 32) * 2 - 1)
+    text = torch.randn(2, TEXT)
+    kwargs = {"fields": {"box": BOXES}}
+    base = plain.cond_logits(features, condition(text), text, **kwargs)
+    assert not torch.allclose(projected.cond_logits(features, condition(text), text, **kwargs), base)
+    with torch.no_grad():
+        projected.project.weight.zero_()
+    assert torch.equal(projected.cond_logits(features, condition(text), text, **kwargs), base)
+
+
+def test_nearest_upsampling_keeps_transposed_convs_only_for_1x1_to_4x4() -> None:
+    g = tiny_generator(upsample="nearest")
+    out = g(torch.randn(2, NOISE), condition(torch.randn(2, TEXT)), None, fields={"box": BOXES})
+    assert out.image.shape == (2, 3, 32, 32)
+    deconvs = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(deconvs) == 2 and all(m.stride == (1, 1) and m.kernel_size == (4, 4) for m in deconvs)
+    default = [m for m in tiny_generator().modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(default) == 2 + 1 + 1 + 2  # both 4x4 starts, one doubling per pathway (4 to the 8x8 grid), two to the image
+
+
+def test_mask_channel_joins_the_box_mask_itself() -> None:
+    g, disc = tiny_generator(mask_channel=True), tiny_discriminator(mask_channel=True)
+    seen_g: list[Tensor] = []
+    seen_d: list[Tensor] = []
+    _capture(g.joint, seen_g)
+    _capture(disc.local_join, seen_d)
+    image = g(torch.randn(2, NOISE), condition(torch.randn(2, TEXT)), None, fields={"box": BOXES}).image
+    text = torch.randn(2, TEXT)
+    disc.cond_logits(disc.features(image), condition(text), text, fields={"box": BOXES})
+    mask = box_mask(BOXES, 8)
+    assert seen_g[0].shape[1] == 4 * 4 + 1 and torch.equal(seen_g[0][:, -1:], mask)
+    assert seen_d[0].shape[1] == 2 * 4 + 128 + 1 and torch.equal(seen_d[0][:, -1:], mask)

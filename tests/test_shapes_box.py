@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -16,21 +15,12 @@ from ganstack_defaults.shapes import scenes as shapes
 from ganstack_defaults.shapes.box_alignment import (
     centre_in_box,
     position_free_caption,
-    scene_box,
     shape_centres,
 )
 from ganstack_defaults.shapes.dataset import ShapesOptions, build_shapes
 
 SIZE = 32
 RED, BLUE = (torch.tensor(shapes.PALETTE[c]) / 127.5 - 1 for c in ("red", "blue"))
-
-
-def test_scene_box_is_the_shapes_bounding_box() -> None:
-    square = shapes.Scene("square", "red", "blue", "small", "top left", 0.01, -0.02)
-    assert scene_box(square) == pytest.approx((0.06, 0.03, 0.46, 0.43))
-    triangle = shapes.Scene("triangle", "red", "blue", "large", "center")
-    h = 0.7 * math.sqrt(3) / 2
-    assert scene_box(triangle) == pytest.approx((0.15, 0.5 - h / 2, 0.85, 0.5 + h / 2))
 
 
 def test_shape_centres_are_foreground_centroids_in_fractions() -> None:
@@ -86,7 +76,7 @@ def test_a_source_that_fills_each_box_scores_every_centre_in_its_box(tmp_path: P
     assert result["real_test/centre_in_box"] == 1.0  # the real renders, in their own boxes
     scenes = shapes.make_scenes(12, 0, "test")
     given = torch.cat(source.calls[:2])  # test split: batches of 8 and 4
-    assert torch.allclose(given, torch.tensor([scene_box(s) for s in scenes]))
+    assert torch.allclose(given, torch.tensor([shapes.bounding_box(s) for s in scenes]))
     assert result["test/color"] == pytest.approx(sum(s.color == "red" for s in scenes) / 12)  # it paints red
     assert result["test/background"] == pytest.approx(sum(s.background == "blue" for s in scenes) / 12)
 

@@ -22,10 +22,12 @@ from ganstack.interfaces import Condition, StageContext, StageOutput
 from ganstack_defaults.networks.blocks import LEAK, init_weights, log2_exact, replicate
 from ganstack_defaults.networks.gawwn_blocks import (
     GRID,
+    UPSAMPLING,
     Bottleneck,
     box_mask,
     conv_bn,
     deconv_bn,
+    double,
     down_to_vector,
     example_boxes,
     image_global_path,
@@ -82,6 +84,11 @@ class GawwnBoxGeneratorOptions:
     text_channels: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(1)),
                                             metadata={
         "doc": "size of the generator's linear compression of the condition, shared by both pathways (default `4*ngf`, as the Torch code)"})
+    upsample: Literal["deconv", "nearest"] = attrs.field(default="deconv", validator=attrs.validators.in_(UPSAMPLING),
+                                                         metadata={
+        "doc": "how each doubling after 4x4 is made: `deconv` (4x4 stride-2 transposed convs, the Torch code) or `nearest` (nearest x2 then a 3x3 conv: no checkerboard pattern, as StackGAN's up blocks)"})
+    mask_channel: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool), metadata={
+        "doc": "also join the box mask itself to the two pathways' maps, as the keypoint generator joins its keypoint maps (not in the box paper)"})
 
 
 class GawwnBoxGenerator(nn.Module):
@@ -118,17 +125,18 @@ class GawwnBoxGenerator(nn.Module):
         self.noise_global = nn.Linear(noise_dim, 4 * n)
         self.noise_local = nn.Linear(noise_dim, 4 * n)
         self.global_text = down_to_vector(text_channels, [4 * n] * len(widths))
-        self.global_up = up_from_vector(8 * n, widths)
+        self.global_up = up_from_vector(8 * n, widths, upsample=options.upsample)
         local: list[nn.Module] = [deconv_bn(4 * n + text_channels, widths[0], 4, 1, 0, act=None)]
         for i, width in enumerate(widths):
             if i:
-                local.append(deconv_bn(widths[i - 1], width, act=None))
+                local.append(double(widths[i - 1], width, upsample=options.upsample, act=None))
             if i < len(widths) - 1:
                 local.append(Bottleneck(width, max(1, width // 4)))
         self.local_up = nn.Sequential(*local)
-        self.joint = conv_bn(4 * n, 2 * n, 3, padding=1)
+        self.mask_channel = options.mask_channel
+        self.joint = conv_bn(4 * n + int(options.mask_channel), 2 * n, 3, padding=1)
         ups = log2_exact(options.out_size // grid) or 0
-        self.to_image = up_to_image(_image_widths(n, ups), image_channels)
+        self.to_image = up_to_image(_image_widths(n, ups), image_channels, upsample=options.upsample)
 
     def example_fields(self, batch_size: int) -> dict[str, Tensor]:
         """A centred box per example, for building and size estimates without data."""
@@ -145,7 +153,8 @@ class GawwnBoxGenerator(nn.Module):
         global_map = self.global_up(global_vector[:, :, None, None])
         local_vector = torch.relu(torch.cat([self.noise_local(z), t], dim=1))
         local_map = torch.relu(self.local_up(local_vector[:, :, None, None]) * mask)
-        image = self.to_image(self.joint(torch.cat([global_map, local_map], dim=1)))
+        maps = [global_map, local_map, mask] if self.mask_channel else [global_map, local_map]
+        image = self.to_image(self.joint(torch.cat(maps, dim=1)))
         return StageOutput(image=image, features=None)
 
 
@@ -173,6 +182,10 @@ class GawwnBoxDiscriminatorOptions:
     condition: Literal["text", "mu"] = attrs.field(default="text", validator=attrs.validators.in_(("text", "mu")),
                                                    metadata={
         "doc": "`text` (D compresses the raw embedding itself, as the paper) or `mu` (the stage's condition mean, detached)"})
+    mask_channel: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool), metadata={
+        "doc": "also join the box mask itself to the local pathway's input, as the keypoint discriminator joins its keypoint maps (not in the box paper)"})
+    projection: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool), metadata={
+        "doc": "add the inner product of the projected text with the joined local and global vectors to the logit (Miyato and Koyama's projection; not in the paper): D learns what the words mean sooner, as the quickstart's `projection` D does"})
 
 
 class GawwnBoxDiscriminator(nn.Module):
@@ -186,7 +199,8 @@ class GawwnBoxDiscriminator(nn.Module):
     - global: the features down to ``8ndf`` at 4x4, joined with ``t`` replicated over the grid,
       masked by the box and convolved down to ``ndf`` at 4x4; a 1x1 conv to ``4ndf`` and a 4x4 valid
       conv to ``ndf``;
-    - both ``ndf`` vectors joined: Linear -> BN -> LeakyReLU -> Linear to one logit.
+    - both ``ndf`` vectors joined: Linear -> BN -> LeakyReLU -> Linear to one logit (with ``projection``,
+      plus the inner product of the joined vector and a linear projection of ``t``).
 
     No unconditional head (the paper has none): ``uncond_logits`` is ``None``.
     """
@@ -201,7 +215,8 @@ class GawwnBoxDiscriminator(nn.Module):
         self.condition = options.condition
         self.trunk = image_trunk(image_size, grid, d, image_channels)
         self.compress_text = text_compression(text_dim, nt) if options.condition == "text" else None
-        self.local_join = conv_bn(2 * d + nt, 2 * d, 3, padding=1, act="leaky")
+        self.mask_channel = options.mask_channel
+        self.local_join = conv_bn(2 * d + nt + int(options.mask_channel), 2 * d, 3, padding=1, act="leaky")
         self.local_read = nn.Sequential(conv_bn(2 * d, 2 * d, 1, act="leaky"), nn.Conv2d(2 * d, d, 1))
         self.global_image = image_global_path(d, grid)
         halvings = (grid // 4).bit_length() - 1
@@ -211,6 +226,7 @@ class GawwnBoxDiscriminator(nn.Module):
         self.global_read = nn.Sequential(conv_bn(8 * d + text_widths[-1], 4 * d, 1, act="leaky"),
                                          conv_bn(4 * d, d, 4, act="leaky"))
         self.head = logit_head(d)
+        self.project = nn.Linear(nt, 2 * d, bias=False) if options.projection else None
 
     def example_fields(self, batch_size: int) -> dict[str, Tensor]:
         """A centred box per example, for building and size estimates without data."""
@@ -223,11 +239,16 @@ class GawwnBoxDiscriminator(nn.Module):
                     fields: dict[str, Tensor]) -> Tensor:
         mask = box_mask(fields[BOX].to(features.dtype), self.grid)
         t = condition.mu.detach() if self.compress_text is None else self.compress_text(text)
-        joined = self.local_join(torch.cat([features, replicate(t, features)], dim=1))
+        parts = [features, replicate(t, features), mask] if self.mask_channel else [features, replicate(t, features)]
+        joined = self.local_join(torch.cat(parts, dim=1))
         local = nn.functional.leaky_relu(masked_mean(self.local_read(joined * mask), mask), LEAK)
         text_map = self.global_text(masked_replicate(t, mask))
         global_ = self.global_read(torch.cat([self.global_image(features), text_map], dim=1)).flatten(1)
-        return self.head(torch.cat([local, global_], dim=1)).reshape(-1)
+        joined = torch.cat([local, global_], dim=1)
+        logits = self.head(joined).reshape(-1)
+        if self.project is not None:
+            logits = logits + (self.project(t) * joined).sum(dim=1)
+        return logits
 
     def uncond_logits(self, features: Tensor, *, fields: dict[str, Tensor] | None = None) -> Tensor | None:
         return None

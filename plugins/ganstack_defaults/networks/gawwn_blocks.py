@@ -89,6 +89,18 @@ def deconv_bn(in_channels: int, out_channels: int, kernel: int = 4, stride: int 
                          nn.BatchNorm2d(out_channels), *_activation(act))
 
 
+UPSAMPLING = ("deconv", "nearest")
+
+
+def double(in_channels: int, out_channels: int, *, upsample: str = "deconv", act: str | None = "relu") -> nn.Sequential:
+    """Double the size, then BN and ``act``: a 4x4 stride-2 transposed conv (``deconv``, the Torch code) or
+    nearest x2 and a 3x3 conv (``nearest``, no checkerboard pattern; StackGAN's up blocks)."""
+    if upsample == "deconv":
+        return deconv_bn(in_channels, out_channels, act=act)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                         conv_bn(in_channels, out_channels, 3, padding=1, act=act))
+
+
 class Bottleneck(nn.Module):
     """Reed's residual: ``x + BN(conv3(ReLU(BN(conv3(ReLU(BN(conv1(x))))))))``, then ReLU.
 
@@ -104,11 +116,11 @@ class Bottleneck(nn.Module):
         return torch.relu(x + self.body(x))
 
 
-def up_from_vector(in_channels: int, widths: Sequence[int]) -> nn.Sequential:
-    """``[B, in, 1, 1]`` -> ``widths[0]`` at 4x4 (4x4 transposed conv), then one doubling per further
-    width (BN and ReLU after each): the generators' global pathway."""
+def up_from_vector(in_channels: int, widths: Sequence[int], *, upsample: str = "deconv") -> nn.Sequential:
+    """``[B, in, 1, 1]`` -> ``widths[0]`` at 4x4 (4x4 transposed conv), then one doubling (:func:`double`) per
+    further width (BN and ReLU after each): the generators' global pathway."""
     layers = [deconv_bn(in_channels, widths[0], 4, 1, 0)]
-    layers += [deconv_bn(a, b) for a, b in pairwise(widths)]
+    layers += [double(a, b, upsample=upsample) for a, b in pairwise(widths)]
     return nn.Sequential(*layers)
 
 
@@ -121,12 +133,15 @@ def down_to_vector(in_channels: int, widths: Sequence[int], *, act: str = "relu"
     return nn.Sequential(*layers)
 
 
-def up_to_image(widths: Sequence[int], image_channels: int) -> nn.Sequential:
-    """Doublings through ``widths`` (BN, ReLU), then a last doubling straight to the image and tanh,
-    as the Torch generators end (``len(widths)`` doublings in all)."""
-    layers: list[nn.Module] = [deconv_bn(a, b) for a, b in pairwise(widths)]
-    layers += [nn.ConvTranspose2d(widths[-1], image_channels, 4, 2, 1), nn.Tanh()]
-    return nn.Sequential(*layers)
+def up_to_image(widths: Sequence[int], image_channels: int, *, upsample: str = "deconv") -> nn.Sequential:
+    """Doublings (:func:`double`) through ``widths`` (BN, ReLU), then a last doubling straight to the image
+    and tanh, as the Torch generators end (``len(widths)`` doublings in all)."""
+    layers: list[nn.Module] = [double(a, b, upsample=upsample) for a, b in pairwise(widths)]
+    if upsample == "deconv":
+        layers.append(nn.ConvTranspose2d(widths[-1], image_channels, 4, 2, 1))
+    else:
+        layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(widths[-1], image_channels, 3, 1, 1)]
+    return nn.Sequential(*layers, nn.Tanh())
 
 
 def image_trunk(image_size: int, grid: int, ndf: int, image_channels: int) -> nn.Sequential:

@@ -1,7 +1,7 @@
 """The ``shapes-box`` metric: does a box-conditioned stack draw the shape where the box says?
 
 For ``n`` scenes of the ``test`` split and ``n`` of the ``holdout`` split (colour pairs never trained
-on) it gives the stack each scene's true box (:func:`scene_box`) with a caption that names the
+on) it gives the stack each scene's true box (``scenes.bounding_box``, as the dataset's ``box`` field) with a caption that names the
 shape, its colour and the background but neither size nor position (a sentence shape of the
 training captions), so only the box can say where the shape goes. It reports, as fractions:
 
@@ -47,10 +47,14 @@ BOX = "box"
 
 @attrs.define(frozen=True, kw_only=True)
 class ShapesBoxOptions:
-    """Settings of ``shapes-box``, as ``shapes-alignment``'s: ``seed`` picks the scenes and their captions
-    and seeds the noise (batch ``b`` uses ``seed + b``); ``batch_size``: images drawn and judged at a
-    time; ``stage``: which stage's images, 1-based (null: the last); ``cache_dir``, ``judge_steps`` and
-    ``judge_train_scenes``: the shapes judge's cache and training (shared with ``shapes-alignment``)."""
+    """Settings of ``shapes-box``; the ``judge_*`` options shape the shapes judge, shared with ``shapes-alignment``.
+
+    ``seed``: picks the evaluated ``test`` and ``holdout`` scenes and their captions, and seeds the
+    noise (batch ``b`` uses ``seed + b``); ``batch_size``: images generated and judged at a time;
+    ``stage``: which stage's images are judged, 1-based (null: the last); ``cache_dir``: folder caching
+    trained judges, one per resolution and judge setting; ``judge_steps``: training steps of the judge;
+    ``judge_train_scenes``: real ``train`` scenes the judge learns from (100 or more)
+    """
 
     seed: int = 0
     batch_size: int = attrs.field(default=64, validator=v.ge(1))
@@ -58,15 +62,6 @@ class ShapesBoxOptions:
     cache_dir: str = ".ganstack-cache/shapes-judge"
     judge_steps: int = attrs.field(default=JudgeSpec().steps, validator=v.ge(1))
     judge_train_scenes: int = attrs.field(default=JudgeSpec().train_scenes, validator=v.ge(100))
-
-
-def scene_box(scene: shapes.Scene) -> tuple[float, float, float, float]:
-    """The shape's bounding box ``(x0, y0, x1, y1)`` in fractions of the side, origin top left."""
-    cx, cy = shapes.POSITION_CENTRE[scene.position]
-    cx, cy = cx + scene.dx, cy + scene.dy
-    width = shapes.SIZE_FRACTION[scene.size]
-    height = width * math.sqrt(3) / 2 if scene.shape == "triangle" else width
-    return (cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2)
 
 
 _PLACE_WORDS = frozenset(w for p in shapes.POSITIONS for w in p.split()) | frozenset(shapes.SIZES)
@@ -143,7 +138,7 @@ class ShapesBoxAlignment:
     def _generated(self, source: ImageSource, scenes: Sequence[shapes.Scene], split: str) -> list[tuple[Tensor, Tensor]]:
         o = self.options
         captions = [position_free_caption(s, o.seed, split, i) for i, s in enumerate(scenes)]
-        boxes = torch.tensor([scene_box(s) for s in scenes])
+        boxes = torch.tensor([shapes.bounding_box(s) for s in scenes])
         batches = []
         for b, start in enumerate(range(0, len(scenes), o.batch_size)):
             box = boxes[start:start + o.batch_size]

@@ -150,6 +150,16 @@ def test_full_size_parameter_counts_follow_the_torch_codes_layers() -> None:
     assert (g_ours, d128_ours, d64_ours) == (26_466_563, 14_664_705, 3_859_009)
 
 
+def test_the_cub_recipe_builds_at_full_size_with_those_counts(cli) -> None:
+    code, out, err = cli("check", RECIPE, "--params", "--json")
+    assert code == 0, err
+    rows = {(r["stage"], r["role"]): r for r in json.loads(out)}
+    assert rows[("gawwn", "conditioner")]["params"] == 0
+    assert rows[("gawwn", "generator")]["params"] == 26_466_563
+    assert rows[("gawwn", "discriminator")]["params"] == 14_664_705
+    assert rows[("gawwn", "generator")]["output_shape"] == [2, 3, 128, 128]
+
+
 # ----------------------------------------------------------------------------------------- errors
 def test_keypoints_of_another_part_count_are_refused_naming_the_option() -> None:
     g, d = tiny_pair()

@@ -16,6 +16,7 @@ from torch import nn
 from ganstack.components.loader import load_plugins
 from ganstack.errors import RecipeError, UserError
 from ganstack.interfaces import Condition, StageContext
+from ganstack.sample.overlay import part_colour
 from ganstack_defaults.networks.gawwn_keypoints import keypoint_maps, keypoint_mask
 
 TEXT, NOISE, PARTS = 8, 6, 5  # tiny sizes
@@ -212,6 +213,13 @@ def test_the_keypoint_recipe_trains_a_step_at_reduced_width_and_samples_where_th
 
     first, elsewhere = draw(pose, "pose"), draw(moved, "moved")
     assert first[0].shape == (128, 128, 3)
+    manifest = json.loads((tmp_path / "pose" / "manifest.jsonl").read_text().splitlines()[0])
+    np.testing.assert_allclose(manifest["keypoints"], pose, rtol=1e-6)  # recorded as the stack got them (float32)
+    # the contact sheet marks each visible part: its first image sits at (224, 20) (caption column 220,
+    # padding 4, stage header 16), the beak (part 2, at 0.25, 0.35) on pixel (32, 44) of it
+    sheet = np.asarray(Image.open(tmp_path / "pose" / "contact_sheet.png").convert("RGB"))
+    assert tuple(sheet[20 + 44, 224 + 32]) == part_colour(1, 15)
+    assert tuple(sheet[20, 224]) == tuple(first[0][0, 0])  # hidden parts ([0, 0, 0]) are not drawn
     assert not any(np.array_equal(a, b) for a, b in zip(first, elsewhere, strict=True))  # same seed, parts moved
 
     (tmp_path / "short.json").write_text(json.dumps(pose[:14]))  # the part count comes from the stack

@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "origin top left, for every caption; outlined on the contact sheet and kept in the manifest")
     p.add_argument("--keypoints", metavar="FILE.json",
                    help="part locations, for a run whose stack takes keypoints: a JSON list of [x, y, visible] "
-                   "triples (fractions, origin top left), one per part, or {\"keypoints\": [...]}")
+                   "triples (fractions, origin top left), one per part, or {\"keypoints\": [...]}; each visible part "
+                   "a dot on the contact sheet, all kept in the manifest")
     _add_device(p)
     p.add_argument("--no-ema", action="store_true", help="use the trained weights even where the run kept an EMA")
 

@@ -314,11 +314,13 @@ def write_samples(samples: Samples, out_dir: Path, *, stages: str = "all",
     writer = ManifestWriter(out_dir)
     rows: list[str] = []
     boxes: list[list[float] | None] = []
+    keypoints: list[list[list[float]] | None] = []
     for ci, caption in enumerate(samples.captions):
         given = {name: value[ci].tolist() for name, value in samples.fields.items()}  # recorded per image
         for si in range(samples.n):
             rows.append(caption if samples.n == 1 else f"{caption} [{si + 1}]")
             boxes.append(given.get("box"))
+            keypoints.append(given.get("keypoints"))
             for k in chosen:
                 rel = f"caption{ci:03d}_sample{si:02d}_stage{k + 1}.png"
                 writer.add(to_uint8(samples.image(ci, si, k)), rel, caption=caption, index=si, stage=k + 1,
@@ -328,6 +330,6 @@ def write_samples(samples: Samples, out_dir: Path, *, stages: str = "all",
     sheet = out_dir / "contact_sheet.png"
     shown = rows[:SHEET_ROWS]  # a sheet of 10,000 rows would be a picture of gigabytes no one opens
     save_png(contact_sheet(shown, [samples.images[k][:len(shown)] for k in chosen], headers=headers,
-                           boxes=boxes[:len(shown)]), sheet)
+                           boxes=boxes[:len(shown)], keypoints=keypoints[:len(shown)]), sheet)
     return {"manifest": manifest, "contact_sheet": sheet, "images": len(rows) * len(chosen),
             "sheet_rows": len(shown)}

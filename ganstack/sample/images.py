@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from ganstack.atomic import write_bytes_atomic
-from ganstack.sample.overlay import draw_box
+from ganstack.sample.overlay import draw_box, draw_keypoints
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
@@ -31,12 +31,14 @@ def save_png(image: Image.Image | np.ndarray, path: Path) -> None:
 
 def contact_sheet(captions: Sequence[str], columns: Sequence[Tensor], *, cell: int | None = None,
                   text_width: int = 220, headers: Sequence[str] | None = None,
-                  boxes: Sequence[Sequence[float] | None] | None = None) -> Image.Image:
+                  boxes: Sequence[Sequence[float] | None] | None = None,
+                  keypoints: Sequence[Sequence[Sequence[float]] | None] | None = None) -> Image.Image:
     """One row per caption, one column per tensor ``[N, 3, r, r]`` (e.g. per stage), caption on the left.
 
     Every cell is resized (nearest) to ``cell`` pixels so low-resolution stages stay comparable.
     ``boxes[i]`` (``(x0, y0, x1, y1)``, fractions of the side, origin top left) is outlined (``overlay.draw_box``)
-    over every image of row ``i``: where the stack was asked to draw.
+    over every image of row ``i``: where the stack was asked to draw; ``keypoints[i]`` (``(x, y, visible)``
+    per part) marks each visible part with a dot of its colour (``overlay.draw_keypoints``).
     """
     size = cell or max(96, *(int(c.shape[-1]) for c in columns))
     pad = 4
@@ -58,5 +60,7 @@ def contact_sheet(captions: Sequence[str], columns: Sequence[Tensor], *, cell: i
             left = text_width + pad + j * (size + pad)
             pixels = to_uint8(img)
             box = boxes[i] if boxes is not None and i < len(boxes) else None
-            sheet.paste(Image.fromarray(pixels if box is None else draw_box(pixels, box)), (left, top))
+            parts = keypoints[i] if keypoints is not None and i < len(keypoints) else None
+            pixels = pixels if box is None else draw_box(pixels, box)
+            sheet.paste(Image.fromarray(pixels if parts is None else draw_keypoints(pixels, parts)), (left, top))
     return sheet

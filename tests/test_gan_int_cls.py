@@ -77,13 +77,67 @@ def test_networks_have_reeds_sizes(residual: bool) -> None:
     assert d.uncond_logits(features) is None
 
 
-def test_released_discriminator_has_no_activation_after_its_last_two_convolutions() -> None:
-    """main_cls_int.lua: conv3 -> BN, conv4 -> BN, residual sum, then the LeakyReLU."""
+def test_recipe_builds_at_full_size_with_these_counts(cli) -> None:
+    code, out, err = cli("check", RECIPE, "--params", "--json")
+    assert code == 0, err
+    rows = {r["role"]: r for r in json.loads(out) if r["stage"] == "gan-int-cls"}
+    assert rows["conditioner"]["params"] == 131_200
+    assert rows["generator"]["params"] == 18_774_272 and rows["generator"]["output_shape"] == [2, 3, 64, 64]
+    assert rows["discriminator"]["params"] == 4_030_080
+
+
+def _bn(x: torch.Tensor, m: nn.Module) -> torch.Tensor:
+    """BatchNorm in inference mode, from its definition."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return ((x - m.running_mean.reshape(shape)) / torch.sqrt(m.running_var.reshape(shape) + m.eps)
+            * m.weight.reshape(shape) + m.bias.reshape(shape))
+
+
+def test_released_discriminator_computes_reeds_layout() -> None:
+    """main_cls_int.lua's netD written out with functional ops on the module's own weights (16x16: two
+    stride-2 convolutions, so both are 'the last two'): conv -> LeakyReLU, conv -> BN, residual sum ->
+    LeakyReLU; the text Linear -> BN -> LeakyReLU replicated and joined after the image features."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    d = build("discriminator", "gan-int-cls", stage_ctx(text_dim=5, noise_dim=4, image_size=16), ndf=4,
+              condition_dim=3, residual=True)
+    for m in d.modules():  # running statistics away from (0, 1), so that BN's place matters
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    d.eval()
+    image, text = torch.randn(3, 3, 16, 16), torch.randn(3, 5)
+    lrelu = lambda x: F.leaky_relu(x, 0.2)  # noqa: E731
+    conv1, _, conv2, bn2, res, _ = d.image_path
+    h = lrelu(F.conv2d(image, conv1.weight, stride=2, padding=1))
+    h = _bn(F.conv2d(h, conv2.weight, stride=2, padding=1), bn2)  # no LeakyReLU here, as released
+    r = res.body
+    y = lrelu(_bn(F.conv2d(h, r[0].weight), r[1]))
+    y = lrelu(_bn(F.conv2d(y, r[3].weight, padding=1), r[4]))
+    h = lrelu(h + _bn(F.conv2d(y, r[6].weight, padding=1), r[7]))
+    lin, bn_t, _ = d.compress_text
+    t = lrelu(_bn(F.linear(text, lin.weight, lin.bias), bn_t))
+    joined = torch.cat([h, t[:, :, None, None].expand(-1, -1, 4, 4)], dim=1)
+    one, bn_j, _, last = d.cond_head
+    expected = F.conv2d(lrelu(_bn(F.conv2d(joined, one.weight), bn_j)), last.weight).reshape(-1)
+    cond = Condition(torch.zeros(3, 2), torch.zeros(3, 2), None)  # D never reads G's condition
+    with torch.no_grad():
+        assert torch.allclose(d.cond_logits(d.features(image), cond, text), expected, atol=1e-5)
+
+
+def test_released_networks_have_their_residual_blocks_where_reeds_code_has_them() -> None:
+    """main_cls_int.lua's D: conv3 -> BN, conv4 -> BN, residual sum, then the LeakyReLU."""
     d = build("discriminator", "gan-int-cls", stage_ctx(text_dim=8, noise_dim=4, image_size=64), ndf=4,
               residual=True)
     kinds = [type(m).__name__ for m in d.image_path]
     assert kinds == ["Conv2d", "LeakyReLU", "Conv2d", "BatchNorm2d", "LeakyReLU", "Conv2d", "BatchNorm2d",
                      "Conv2d", "BatchNorm2d", "Bottleneck", "LeakyReLU"]
+    g = build("generator_stage", "gan-int-cls", stage_ctx(text_dim=8, noise_dim=4, cond_dim=3), ngf=4,
+              residual=True)  # deconv -> BN -> residual sum -> ReLU at 4x4 and 8x8, then deconv -> BN -> ReLU
+    kinds = [type(m).__name__ for m in g.body]
+    assert kinds == ["ConvTranspose2d", "BatchNorm2d", "Bottleneck", "ReLU"] * 2 \
+        + ["ConvTranspose2d", "BatchNorm2d", "ReLU"] * 2
 
 
 def test_init_is_dcgan_torchs_and_linear_layers_keep_torch7s_default() -> None:

@@ -215,10 +215,9 @@ def _g_step(text: torch.Tensor, d: nn.Module, gain: nn.Parameter, seen: list[tor
         image = (gain * t.mean(dim=1))[:, None, None, None].expand(-1, 3, 4, 4)
         return Condition(t, t, None), StageOutput(image=image, features=None)
 
-    step = StepState(stage=0, phase="g", discriminator=d, real=torch.zeros(text.shape[0], 3, 4, 4),
-                     fake=torch.zeros(text.shape[0], 3, 4, 4), condition=Condition(text, text, None), text=text)
-    step.generate = generate  # the contract's StepState.generate, stubbed
-    return step
+    return StepState(stage=0, phase="g", discriminator=d, real=torch.zeros(text.shape[0], 3, 4, 4),
+                     fake=torch.zeros(text.shape[0], 3, 4, 4), condition=Condition(text, text, None), text=text,
+                     generate=generate)
 
 
 @pytest.mark.parametrize(("beta", "weight", "fraction"), [(0.5, 1.0, 0.5), (0.25, 2.0, 1.0)])
@@ -253,6 +252,36 @@ def test_int_term_has_no_discriminator_term_and_keeps_two_rows_in_small_batches(
     loss.g_terms(step)
     assert seen[0].shape == (2, 3)  # half of 2 would leave D's BatchNorm one row
     assert torch.allclose(seen[0], (text + text.flip(0)) / 2)
+
+
+class BoxD(FixedD):
+    """A D that requests the dataset's boxes (as a GAWWN discriminator would)."""
+
+    requests = frozenset({"box"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.boxes: list[torch.Tensor] = []
+
+    def cond_logits(self, features: torch.Tensor, condition: Condition, text: torch.Tensor, *,
+                    fields: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.boxes.append(fields["box"])
+        return super().cond_logits(features, condition, text)
+
+
+def test_int_term_gives_g_and_d_the_fields_of_each_pairs_first_example() -> None:
+    text, boxes = torch.randn(4, 3), torch.rand(4, 4)
+    d, given = BoxD(), []
+
+    def generate(t: torch.Tensor, fields: dict[str, torch.Tensor] | None = None) -> tuple[Condition, StageOutput]:
+        given.append(fields)
+        return Condition(t, t, None), StageOutput(image=t.mean(dim=1)[:, None, None, None].expand(-1, 3, 2, 2),
+                                                  features=None)
+
+    step = StepState(stage=0, phase="g", discriminator=d, real=torch.zeros(4, 3, 2, 2), fake=torch.zeros(4, 3, 2, 2),
+                     condition=Condition(text, text, None), text=text, fields={"box": boxes}, generate=generate)
+    build("loss", "interpolation", LossContext(index=0, num_stages=1)).g_terms(step)
+    assert torch.equal(given[0]["box"], boxes[:2]) and torch.equal(d.boxes[0], boxes[:2])
 
 
 # ---------------------------------------------------------------------------------- the recipe

@@ -10,6 +10,10 @@ Weighting as Reed's ``main_cls_int.lua``: its G loss is the mean BCE over ``B`` 
 the ``B`` fake/right samples (ganstack's ``g_fake``) that is ``weight * (n / B) * mean`` over the
 ``n`` interpolated ones: ``g_int`` here. (Reed's total is that sum times ``B / (B + n)``, a constant
 2/3 that Adam's updates do not see, apart from its epsilon.)
+
+The images come from ``StepState.generate`` (the stack's chain on another text, fresh noise,
+gradients); conditioning fields a component requested (a box) are those of each pair's first
+example, for the generator and for D alike.
 """
 
 from __future__ import annotations
@@ -69,9 +73,9 @@ class InterpolationLoss(nn.Module):
         b = step.text.shape[0]
         n = interpolation_count(b, o.fraction)
         text = interpolate_pairs(step.text, n, o.beta)
-        fields = {name: value[:n] for name, value in (getattr(step, "fields", None) or {}).items()}
-        condition, out = step.generate(text, fields or None)  # fields: those of each pair's first example
+        first = lambda t: t[:n]  # noqa: E731 - conditioning fields (a box): each pair's first example's
+        condition, out = step.generate(text, {name: first(value) for name, value in step.fields.items()})
         d = step.discriminator
-        logits = d.cond_logits(d.features(out.image), condition, text)
+        logits = d.cond_logits(d.features(out.image), condition, text, **step.d_fields(first))
         bce = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="sum")
         return {"g_int": o.weight * bce / b}

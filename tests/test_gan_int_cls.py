@@ -292,4 +292,5 @@ def test_recipe_runs_a_reduced_step_and_logs_the_int_term(cli, tmp_path: Path) -
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     for term in ("g_int", "g_fake", "d_real", "d_wrong", "d_fake"):
         assert f"stage1/{term}" in line, line
+    assert math.isfinite(line["stage1/g_int"]) and line["stage1/g_int"] > 0  # a BCE sum: positive
     assert "stage1/kl" not in line  # no Conditioning Augmentation, no KL loss

@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 import torch
+from fields_plugin import RECIPE as FIELDS_RECIPE
+from fields_plugin import SEEN, FieldsPlugin
 from test_datasets_stackgan import _layout
 from test_recipes_all import _reduced
 from torch import nn
 
 from ganstack.components.loader import load_plugins
 from ganstack.interfaces import Condition, LossContext, StageContext, StageOutput, StepState
+from ganstack.testing import registered_plugin
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "gan_int_cls_cub.yaml"
@@ -282,6 +285,24 @@ def test_int_term_gives_g_and_d_the_fields_of_each_pairs_first_example() -> None
                      condition=Condition(text, text, None), text=text, fields={"box": boxes}, generate=generate)
     build("loss", "interpolation", LossContext(index=0, num_stages=1)).g_terms(step)
     assert torch.equal(given[0]["box"], boxes[:2]) and torch.equal(d.boxes[0], boxes[:2])
+
+
+def test_int_term_in_training_draws_through_the_core_with_the_pairs_boxes(cli, tmp_path: Path) -> None:
+    """Through the trainer's own StepState.generate, with the contract's box-conditioned test plugin."""
+    SEEN.clear()
+    path = tmp_path / "boxed.yaml"
+    path.write_text(FIELDS_RECIPE % {"encoder": "{type: bow, dim: 8, max_vocab: 32}", "requests": "[box]",
+                                     "losses": ", {type: interpolation}"})
+    with registered_plugin(FieldsPlugin(), "fields-test"):
+        code, out, err = cli("run", path, "--max-steps", 1, "--out", tmp_path / "run")
+    assert code == 0, out + err
+    batch = SEEN["generator"][0]["box"]  # the step's own pass over the batch of 4
+    # then the INT pass: 2 interpolated rows, each with its pair's first example's box, for G and for D
+    # (D's calls: real, wrong, fake in the D phase; fake/right, then the INT images in the G phase)
+    assert batch.shape == (4, 4) and torch.equal(SEEN["generator"][1]["box"], batch[:2])
+    assert len(SEEN["cond_logits"]) == 5 and torch.equal(SEEN["cond_logits"][4], batch[:2])
+    line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert line["stage1/g_int"] > 0 and "stage1/g_fake" in line
 
 
 # ---------------------------------------------------------------------------------- the recipe

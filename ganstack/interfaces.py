@@ -80,6 +80,11 @@ def fields_of(dataset: object) -> frozenset[str]:
     return frozenset(getattr(dataset, "fields", frozenset()))
 
 
+def missing_field_reason(dataset: object, field: str) -> str | None:
+    """Why the dataset does not give ``field`` here (its ``missing_fields``), where it says."""
+    return dict(getattr(dataset, "missing_fields", {}) or {}).get(field)
+
+
 # --------------------------------------------------------------------------- values passed around
 class Condition(NamedTuple):
     """A conditioner's output: the sample fed to the generator, its mean and log-variance."""
@@ -318,6 +323,7 @@ class CaptionDataset(Protocol):
 
     embedding_dim: int | None
     # optional: ``fields: frozenset[str]``, the conditioning fields it yields (absent = none; fields_of)
+    # optional: ``missing_fields: dict[str, str]``, why a field it could give is not given here (for messages)
 
     def __len__(self) -> int: ...
 

@@ -76,9 +76,9 @@ def test_sample_box_reaches_the_generator_and_is_drawn(plugin, cli, tmp_path: Pa
     # the box outline: 96-pixel cells, so the left edge is at x = 24 of the cell, y from 48 to 95
     sheet = np.asarray(Image.open(tmp_path / "drawn" / "contact_sheet.png").convert("RGB"))
     left, top = 220 + 4, 16 + 4  # text column + pad, header + pad
-    assert tuple(sheet[top + 60, left + 24]) == (255, 0, 0)
-    assert tuple(sheet[top + 60, left + 71]) == (255, 0, 0)  # right edge: 0.75 * 96 - 1
-    assert tuple(sheet[top + 40, left + 24]) != (255, 0, 0)  # above the box
+    assert tuple(sheet[top + 60, left + 24]) == (255, 0, 255)
+    assert tuple(sheet[top + 60, left + 71]) == (255, 0, 255)  # right edge: 0.75 * 96 - 1
+    assert tuple(sheet[top + 40, left + 24]) != (255, 0, 255)  # above the box
 
 
 @pytest.mark.parametrize(("value", "says"), [("0.5,0.2,0.4,0.9", "X0 < X1"), ("0.1,0.2,0.6", "not four"),
@@ -125,6 +125,7 @@ def test_unknown_request_is_a_recipe_error(plugin, cli, tmp_path: Path) -> None:
     code, _out, err = cli("run", path, "--max-steps", "1", "--out", tmp_path / "run")
     assert code == 2, err
     assert "stages[0].generator" in err and "'keypoints'" in err and "test-boxed" in err and "offers box" in err
+    assert "the test data has no parts table" in err  # the dataset's own reason (missing_fields)
 
 
 def test_words_from_an_encoder_without_words_is_a_recipe_error(plugin, cli, tmp_path: Path) -> None:

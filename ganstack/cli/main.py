@@ -624,6 +624,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         raise UserError("missing action", fix="use `ganstack data preview RECIPE --out DIR`")
     from ganstack.build.dataset import build_dataset
     from ganstack.build.stack import build_stack
+    from ganstack.interfaces import fields_of
     from ganstack.recipe.resolve import load_recipe
     from ganstack.sample.preview import write_preview
 
@@ -632,7 +633,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     dataset = build_dataset(resolved, args.split, stack.resolutions)
     manifest = write_preview(dataset, stack.resolutions, Path(args.out), args.n, args.split, draw=args.draw)
     _console().print(f"Wrote {args.n} examples x {len(stack.resolutions)} resolutions; manifest: {manifest}")
-    if args.draw and not {"box", "keypoints"} & set(getattr(dataset, "fields", ())):
+    if args.draw and not {"box", "keypoints"} & fields_of(dataset):
         _console().print(f"Nothing drawn: {resolved.recipe.dataset.type} gives no box or keypoints here "
                          "(docs/datasets.md#boxes-and-keypoints says which datasets do)")
     return 0

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ganstack.interfaces import CaptionDataset
+from ganstack.interfaces import CaptionDataset, fields_of
 from ganstack.sample.images import to_uint8
 from ganstack.sample.manifest import ManifestWriter
 from ganstack.sample.overlay import draw_box, draw_keypoints
@@ -31,7 +31,7 @@ def _drawn(image: np.ndarray, item: dict[str, Any]) -> np.ndarray:
 def write_preview(dataset: CaptionDataset, resolutions: Sequence[int], out_dir: str | Path, n: int,
                   split: str, *, draw: bool = False) -> Path:
     """Write the first ``n`` examples at every stage resolution; returns the manifest's path."""
-    declared = frozenset(getattr(dataset, "fields", frozenset()))  # interfaces.fields_of once #13's core is in
+    declared = fields_of(dataset)
     shown = [f for f in LOCATION_FIELDS if f in declared]
     with ManifestWriter(out_dir) as writer:
         for i in range(min(n, len(dataset))):

@@ -25,7 +25,7 @@ from ganstack.build.dataset import build_dataset
 from ganstack.build.devices import amp_dtype, flush_denormals, resolve_device, retain_freed_memory
 from ganstack.build.stack import Stack, build_stack
 from ganstack.errors import CheckpointError, DataError, RecipeError
-from ganstack.interfaces import REQUESTS, fields_of, requests_of, word_dim_of
+from ganstack.interfaces import REQUESTS, fields_of, missing_field_reason, requests_of, word_dim_of
 from ganstack.recipe.resolve import ResolvedRecipe, recipe_from_dict
 from ganstack.run_folder.checkpoint import checkpoint_recipe, load_checkpoint
 from ganstack.run_folder.record import environment_record, write_json
@@ -57,22 +57,23 @@ def _components(stack: Stack) -> list[tuple[str, nn.Module]]:
     return parts
 
 
-def declared_requests(stack: Stack, file: str | None, *, offered: frozenset[str] | None = None,
+def declared_requests(stack: Stack, file: str | None, *, data: object | None = None,
                       dataset: str | None = None) -> frozenset[str]:
-    """What the built components ask for (``requests``). With ``offered`` (the dataset's ``fields``),
-    each name is checked: a core name (``ganstack.interfaces.REQUESTS``; ``words`` only from a text
-    encoder that has words) or a field the dataset offers, else a RecipeError at the component's key path."""
+    """What the built components ask for (``requests``). With ``data`` (the built dataset), each name is
+    checked: a core name (``ganstack.interfaces.REQUESTS``; ``words`` only from a text encoder that has
+    words) or a field the dataset offers (its ``fields``), else a RecipeError at the component's key path."""
     wanted: set[str] = set()
     for path, module in _components(stack):
         asked = requests_of(module)
-        if offered is not None:
-            _check_requests(asked, path, stack, file, offered, dataset)
+        if data is not None:
+            _check_requests(asked, path, stack, file, data, dataset)
         wanted |= asked
     return frozenset(wanted)
 
 
-def _check_requests(asked: frozenset[str], path: str, stack: Stack, file: str | None, offered: frozenset[str],
+def _check_requests(asked: frozenset[str], path: str, stack: Stack, file: str | None, data: object,
                     dataset: str | None) -> None:
+    offered = fields_of(data)
     if "words" in asked and not word_dim_of(stack.text_encoder):
         raise RecipeError(f"the component at {path} requests 'words' (the text encoder's word features), but the "
                           f"text encoder '{type(stack.text_encoder).__name__}' gives none (it declares no word_dim)",
@@ -83,9 +84,10 @@ def _check_requests(asked: frozenset[str], path: str, stack: Stack, file: str | 
     unknown = sorted(asked - REQUESTS - offered)
     if unknown:
         offers = ", ".join(sorted(offered)) if offered else "no conditioning fields"
+        why = missing_field_reason(data, unknown[0])
         raise RecipeError(f"the component at {path} requests '{unknown[0]}', which the dataset "
-                          f"'{dataset or '?'}' does not offer (it offers {offers}; ganstack itself gives "
-                          f"{', '.join(sorted(REQUESTS))})", file=file, path=path,
+                          f"'{dataset or '?'}' does not offer{f' here ({why})' if why else ''} (it offers {offers}; "
+                          f"ganstack itself gives {', '.join(sorted(REQUESTS))})", file=file, path=path,
                           fix=f"use a dataset that yields '{unknown[0]}' (it declares it in its `fields`), or a "
                           "component that does not need it")
 
@@ -168,7 +170,7 @@ class Trainer:
         stack.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         want_wrong = spec.wrong_images or "wrong_images" in declared_requests(stack, resolved.file)
         self.dataset = build_dataset(resolved, "train", stack.resolutions, want_wrong=want_wrong)
-        declared_requests(stack, resolved.file, offered=fields_of(self.dataset), dataset=self.recipe.dataset.type)
+        declared_requests(stack, resolved.file, data=self.dataset, dataset=self.recipe.dataset.type)
         n = len(stack.stages)
         self.blocks = [list(range(n))] if spec.schedule == "joint" else [[k] for k in range(n)]
         for b in range(len(self.blocks)):

@@ -51,7 +51,7 @@ def test_set_type_replaces_the_component_and_later_sets_fill_it(cli) -> None:
     assert code == 0, err
     data = yaml.safe_load(out)
     assert data["stages"][0]["conditioner"] == {"type": "identity"}  # ca's condition_dim dropped
-    assert data["stages"][1]["conditioner"] == {"type": "linear", "condition_dim": 4}
+    assert data["stages"][1]["conditioner"] == {"type": "linear", "condition_dim": 4, "init": "normal"}
     assert data["stages"][1]["discriminator"]["ndf"] == 4  # same type: its options stay
 
 

@@ -1,4 +1,5 @@
-"""StackGAN's losses as plugins: matching-aware adversarial (BCE or hinge), KL, colour consistency."""
+"""StackGAN's losses as plugins: matching-aware adversarial (BCE or hinge), KL, colour consistency; and
+GAN-INT-CLS's INT term (``interpolation``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch import Tensor, nn
 
 from ganstack.hookspecs import hookimpl
 from ganstack.interfaces import Condition, LossContext, StepState
+from ganstack_defaults.losses.interpolation import InterpolationLoss, InterpolationOptions
 from ganstack_defaults.losses.stackgan_v2 import StackGANv2Loss, V2LossOptions
 
 
@@ -67,7 +69,9 @@ class MatchingAwareLoss(nn.Module):
 
     With an unconditional head (and ``uncond_weight > 0``) the PyTorch port's weighting is used:
     ``L_D = (real_c + w real_u)/2 + (fake_c + wrong_c + w fake_u)/3``; without it,
-    ``L_D = real + (wrong + fake)/2``. The generator's term is non-saturating.
+    ``L_D = real + (wrong + fake)/2``, which with ``wrong: class`` is also GAN-INT-CLS's CLS weighting
+    (``cls_weight`` 0.5: real/right + 0.5 real/wrong + 0.5 fake/right). The generator's term is
+    non-saturating.
     """
 
     def __init__(self, options: AdversarialOptions, ctx: LossContext) -> None:
@@ -229,3 +233,6 @@ def register_components(register) -> None:  # noqa: ANN001 - the Register callba
              summary="KL regulariser of Conditioning Augmentation (coefficient 2.0 as the official code)")
     register("loss", "colour-consistency", ColourConsistencyLoss, options=ColourOptions,
              summary="StackGAN-v2 colour consistency (mean and covariance) with the previous stage")
+    register("loss", "interpolation", InterpolationLoss, options=InterpolationOptions,
+             summary="GAN-INT-CLS's INT term g_int: G images from interpolated caption embeddings, scored by D "
+                     "with that text")

@@ -16,15 +16,18 @@ LEAK = 0.2  # LeakyReLU slope of every StackGAN discriminator
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
-def init_weights(module: ModuleT) -> ModuleT:
+def init_weights(module: ModuleT, *, linear: bool = True) -> ModuleT:
     """Apply the reference init to ``module`` and its children, and return it.
 
     Conv/linear weights ~ N(0, 0.02), linear biases 0, BatchNorm weights ~ N(1, 0.02) and biases 0:
     the DCGAN-style init StackGAN's results were obtained with. Conv biases keep PyTorch's default,
-    as in the official port.
+    as in the official port. ``linear=False`` leaves linear layers at PyTorch's default, which is
+    Torch7's (``U(-1/sqrt(in), 1/sqrt(in))`` for weights and biases): dcgan.torch's init, which
+    GAN-INT-CLS uses, touches only convolutions and BatchNorm.
     """
+    kinds = (nn.modules.conv._ConvNd, nn.Linear) if linear else (nn.modules.conv._ConvNd,)
     for m in module.modules():
-        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+        if isinstance(m, kinds):
             nn.init.normal_(m.weight, 0.0, 0.02)
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)

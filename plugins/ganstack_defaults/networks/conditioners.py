@@ -84,12 +84,18 @@ class LinearOptions:
 
     condition_dim: int = attrs.field(default=128, validator=attrs.validators.ge(1), metadata={
         "doc": "size of the compressed embedding the stage sees (128 matches `ca`'s `c`)"})
+    init: Literal["normal", "uniform"] = attrs.field(
+        default="normal", validator=attrs.validators.in_(("normal", "uniform")), metadata={
+            "doc": "the starting values: `normal` (weights N(0, 0.02), bias 0, as StackGAN's layers) or "
+                   "`uniform` (weights and bias U(-1/sqrt(text_dim), 1/sqrt(text_dim)), PyTorch's and "
+                   "Torch7's default, which GAN-INT-CLS's compression keeps)"})
 
 
 class LinearConditioner(nn.Module):
     """A deterministic compression of the embedding: Linear -> LeakyReLU(0.2), no sampling.
 
-    The GAN-INT-CLS style conditioning, and StackGAN's ablation of CA at the same width.
+    GAN-INT-CLS's generator compression exactly (Linear 1024 -> 128, LeakyReLU 0.2, no BN; with
+    ``init: uniform`` its starting values too), and StackGAN's ablation of CA at the same width.
     """
 
     def __init__(self, text_dim: int, options: LinearOptions) -> None:
@@ -120,4 +126,4 @@ def build_no_text(options: attrs.AttrsInstance, ctx: StageContext) -> NoTextCond
 
 def build_linear(options: LinearOptions, ctx: StageContext) -> LinearConditioner:
     """Linear + LeakyReLU compression of the text embedding, deterministic (no CA)."""
-    return init_weights(LinearConditioner(ctx.text_dim, options))
+    return init_weights(LinearConditioner(ctx.text_dim, options), linear=options.init == "normal")

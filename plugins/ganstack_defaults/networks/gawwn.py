@@ -20,10 +20,10 @@ from torch import Tensor, nn
 from ganstack.errors import RecipeError
 from ganstack.interfaces import Condition, StageContext, StageOutput
 from ganstack_defaults.networks.blocks import LEAK, init_weights, log2_exact, replicate
+from ganstack_defaults.networks.gan_int_cls import Bottleneck
 from ganstack_defaults.networks.gawwn_blocks import (
     GRID,
     UPSAMPLING,
-    Bottleneck,
     box_mask,
     conv_bn,
     deconv_bn,
@@ -131,7 +131,7 @@ class GawwnBoxGenerator(nn.Module):
             if i:
                 local.append(double(widths[i - 1], width, upsample=options.upsample, act=None))
             if i < len(widths) - 1:
-                local.append(Bottleneck(width, max(1, width // 4)))
+                local += [Bottleneck(width, leaky=False), nn.ReLU(inplace=True)]  # Reed's residual, then ReLU
         self.local_up = nn.Sequential(*local)
         self.mask_channel = options.mask_channel
         self.joint = conv_bn(4 * n + int(options.mask_channel), 2 * n, 3, padding=1)

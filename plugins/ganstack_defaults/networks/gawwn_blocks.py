@@ -3,8 +3,9 @@
 Both GAWWN generators (box and keypoints) work on a coarse ``grid x grid`` map (16x16 in the
 paper) where the location is known, and both discriminators look at the image on the same grid.
 This module holds what they have in common: the location masks and what is done with them, the
-layer shapes of the official Torch code (transposed 4x4 convolutions, Reed's bottleneck residual,
-the discriminator's image trunk, its 4x4 global path and its logit head).
+layer shapes of the official Torch code (transposed 4x4 convolutions, the discriminator's image
+trunk, its 4x4 global path and its logit head). Reed's bottleneck residual is GAN-INT-CLS's
+(``gan_int_cls.Bottleneck``), the same block in the same Torch code family.
 
 As elsewhere in ganstack a convolution followed by BatchNorm has no bias (the Torch code has one,
 which the BN shift cancels), so parameter counts are a little below the Torch model's.
@@ -99,21 +100,6 @@ def double(in_channels: int, out_channels: int, *, upsample: str = "deconv", act
         return deconv_bn(in_channels, out_channels, act=act)
     return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
                          conv_bn(in_channels, out_channels, 3, padding=1, act=act))
-
-
-class Bottleneck(nn.Module):
-    """Reed's residual: ``x + BN(conv3(ReLU(BN(conv3(ReLU(BN(conv1(x))))))))``, then ReLU.
-
-    The 1x1 conv narrows to ``inner`` channels, two 3x3 convs follow, the last widening back.
-    """
-
-    def __init__(self, channels: int, inner: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(conv_bn(channels, inner, 1), conv_bn(inner, inner, 3, padding=1),
-                                  conv_bn(inner, channels, 3, padding=1, act=None))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.relu(x + self.body(x))
 
 
 def up_from_vector(in_channels: int, widths: Sequence[int], *, upsample: str = "deconv") -> nn.Sequential:

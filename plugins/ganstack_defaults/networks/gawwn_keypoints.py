@@ -6,8 +6,9 @@ origin top left, and visible 1/0) and turn it into ``K x 16 x 16`` maps: a one a
 each visible part, nothing for an invisible one (:func:`keypoint_maps`). The *mask* is the sum of
 the maps over the parts, clamped to [0, 1] (:func:`keypoint_mask`): where any part is.
 
-The layer shapes the box networks share with these are in :mod:`gawwn_blocks` (as there, a
-convolution followed by BatchNorm has no bias, so the counts are a little below the Torch model's).
+The layer shapes the box networks share with these are in :mod:`gawwn_blocks`, Reed's residual in
+:mod:`gan_int_cls` (as there, a convolution followed by BatchNorm has no bias, so the counts are a
+little below the Torch model's).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from torch import Tensor, nn
 from ganstack.errors import RecipeError, UserError
 from ganstack.interfaces import Condition, StageContext, StageOutput
 from ganstack_defaults.networks.blocks import LEAK, init_weights, replicate
+from ganstack_defaults.networks.gan_int_cls import Bottleneck
 from ganstack_defaults.networks.gawwn_blocks import (
     GRID,
-    Bottleneck,
     conv_bn,
     deconv_bn,
     down_to_vector,
@@ -118,8 +119,8 @@ class KeypointGenerator(nn.Module):
       conv), joined with Linear -> BN -> ReLU of ``h`` (``4ngf``), upsampled from 1x1 to the grid
       (``4ngf`` at 4x4, ``2ngf`` at 8x8, ``ngf`` at 16x16);
     - joined with the raw maps (``5ngf + K``): two 3x3 transposed convs to ``4ngf``, Reed's
-      bottleneck residual, doublings to 32 (``2ngf``) and 64 (``ngf``), a last transposed conv to
-      RGB at 128 and tanh.
+      bottleneck residual (``gan_int_cls.Bottleneck``, through ``ngf`` channels) and a ReLU,
+      doublings to 32 (``2ngf``) and 64 (``ngf``), a last transposed conv to RGB at 128 and tanh.
 
     ``features`` is ``None``: the last layer goes straight to the image (as ``gawwn-box``).
     """
@@ -141,7 +142,7 @@ class KeypointGenerator(nn.Module):
         self.global_keypoints = down_to_vector(parts, [n, 2 * n, 4 * n])
         self.global_up = up_from_vector(8 * n, [4 * n, 2 * n, n])
         self.joint = nn.Sequential(deconv_bn(5 * n + parts, 4 * n, 3, 1, 1), deconv_bn(4 * n, 4 * n, 3, 1, 1, act=None),
-                                   Bottleneck(4 * n, n))
+                                   Bottleneck(4 * n, leaky=False), nn.ReLU(inplace=True))  # Reed's residual
         self.to_image = up_to_image([4 * n, 2 * n, n], image_channels)
 
     def example_fields(self, batch_size: int) -> dict[str, Tensor]:

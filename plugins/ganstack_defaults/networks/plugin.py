@@ -21,6 +21,12 @@ from ganstack_defaults.networks.discriminators import (
     build_matching_aware,
     build_projection,
 )
+from ganstack_defaults.networks.gan_int_cls import (
+    GanIntClsDiscriminatorOptions,
+    GanIntClsGeneratorOptions,
+    build_gan_int_cls_discriminator,
+    build_gan_int_cls_generator,
+)
 from ganstack_defaults.networks.gawwn import (
     GawwnBoxDiscriminatorOptions,
     GawwnBoxGeneratorOptions,
@@ -55,6 +61,14 @@ def register_components(register: Register) -> None:
              summary="StackGAN matching-aware discriminator: conditional and optional unconditional logit")
     register("discriminator", "projection", build_projection, options=ProjectionOptions,
              summary="projection discriminator: image logit plus <text projection, image features>")
+
+    # GAN-INT-CLS (Reed et al., 2016): its DCGAN generator and discriminator
+    register("generator_stage", "gan-int-cls", build_gan_int_cls_generator, options=GanIntClsGeneratorOptions,
+             summary="GAN-INT-CLS's DCGAN generator: noise and compressed text to 64x64 by transposed convolutions")
+    register("discriminator", "gan-int-cls", build_gan_int_cls_discriminator, options=GanIntClsDiscriminatorOptions,
+             summary="GAN-INT-CLS's DCGAN discriminator, with its own text compression joined at 4x4")
+
+    # GAWWN (Reed et al., 2016): conditioned on the dataset's box
     register("generator_stage", "gawwn-box", build_gawwn_box_generator, options=GawwnBoxGeneratorOptions,
              summary="GAWWN (Reed et al. 2016): noise, text and the dataset's box to an image, the text placed "
                      "in the box; global and local pathways on a 16x16 grid")

@@ -5,7 +5,9 @@ sizes and times, crop boxes, load size, options): ``<stem>.pixels.npy`` (all ima
 and concatenated), ``<stem>.meta.json`` (what it holds, and which files could not be decoded)
 and ``<stem>.index.npy`` (offset, height, width per image; height 0 marks an undecodable one).
 Each is written to a temporary file and moved into place, the index last, so a cache is either
-complete or absent, and two processes building one at once both end up with a whole one.
+complete or absent, and two processes building one at once both end up with a whole one. Files
+damaged afterwards (truncated, edited, not UTF-8, of another shape) are found when the cache is
+opened, and the cache is built again with a warning: it is only a cache, the images are still there.
 """
 
 from __future__ import annotations
@@ -68,12 +70,11 @@ class ImageStore:
     each of the others could not be decoded.
     """
 
-    def __init__(self, stem: Path) -> None:
+    def __init__(self, stem: Path, index: np.ndarray, skipped: list[str]) -> None:
         self.stem = stem
-        index = np.load(f"{stem}.index.npy")
         self.usable = np.flatnonzero(index[:, 1] > 0)
         self._index = index[self.usable]
-        self.skipped: list[str] = list(json.loads(Path(f"{stem}.meta.json").read_text())["undecodable"].values())
+        self.skipped = skipped
         self._pixels: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -87,6 +88,44 @@ class ImageStore:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_pixels": None}
+
+
+_READ_ERRORS = (OSError, ValueError, EOFError, UnicodeDecodeError)
+
+
+def _open_store(stem: Path, count: int, description: dict[str, Any]) -> ImageStore | str:
+    """The cache at ``stem`` for ``count`` images, or why its files cannot be trusted.
+
+    Checks what a damaged file would get wrong: the index's type and shape, every image's slice
+    inside the pixel file, the metadata (UTF-8 JSON describing this cache) agreeing with the index on
+    which images could not be decoded. Pixel values themselves are not checksummed.
+    """
+    try:
+        index = np.load(f"{stem}.index.npy", allow_pickle=False)
+    except _READ_ERRORS as exc:
+        return f"its index cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
+    if index.dtype.kind not in "iu" or index.shape != (count, 3):
+        return f"its index is {index.dtype} of shape {list(index.shape)}, not {count} rows of offset, height, width"
+    try:
+        meta = json.loads(Path(f"{stem}.meta.json").read_text(encoding="utf-8"))
+    except _READ_ERRORS as exc:
+        return f"its .meta.json cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
+    undecodable = meta.get("undecodable") if isinstance(meta, dict) else None
+    if not isinstance(undecodable, dict) or not all(isinstance(v, str) for v in undecodable.values()) \
+            or any(meta.get(k) != v for k, v in description.items()):
+        return "its .meta.json does not describe this cache"
+    rows = [tuple(int(v) for v in row) for row in index]  # Python ints: no overflow in the sizes below
+    if set(undecodable) != {str(i) for i, (_o, h, _w) in enumerate(rows) if h == 0}:
+        return "its .meta.json and its index disagree on which images could not be decoded"
+    try:
+        pixels = np.load(f"{stem}.pixels.npy", mmap_mode="r", allow_pickle=False)
+    except _READ_ERRORS as exc:
+        return f"its pixel file cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
+    length = pixels.shape[0] if pixels.dtype == np.uint8 and pixels.ndim == 1 else -1
+    del pixels
+    if any(min(o, h, w) < 0 or (h > 0 and (w == 0 or o + h * w * 3 > length)) for o, h, w in rows):
+        return "its index points outside its pixel file"
+    return ImageStore(stem, index, [undecodable[k] for k in sorted(undecodable, key=int)])
 
 
 def _open_size(image: ImageFile, shorter: int) -> tuple[int, int] | str:
@@ -150,9 +189,16 @@ def cached_images(cache_dir: Path, name: str, images: Sequence[ImageFile], short
     description = {"name": name, "shorter_side": shorter, "format": FORMAT_VERSION}
     key = cache_key({**description, "files": [im.identity() for im in images]})
     stem = cache_dir / f"{name}-{shorter}-{key[:20]}"
-    if not Path(f"{stem}.index.npy").exists():
+    store = _open_store(stem, len(images), description) if Path(f"{stem}.index.npy").exists() else None
+    if not isinstance(store, ImageStore):
+        if store is not None:
+            log.warning("the decoded-image cache %s is damaged (%s); rebuilding it from the images (it is only "
+                        "a cache)", stem, store)
         _build(stem, images, shorter, description)
-    store = ImageStore(stem)
+        store = _open_store(stem, len(images), description)
+        if not isinstance(store, ImageStore):  # another process damaging it as it is written
+            raise DataError(f"the decoded-image cache was just rebuilt and {store}", file=f"{stem}.index.npy",
+                            fix=f"delete the cache files {stem}.* and run again; {CACHE_FIX}")
     if store.skipped and not skip_corrupt:
         first = int(np.setdiff1d(np.arange(len(images)), store.usable)[0])
         raise DataError(

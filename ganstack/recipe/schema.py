@@ -15,6 +15,9 @@ from attrs import validators as v
 SCHEMA_VERSION = 1
 
 positive = v.ge(1)
+# A seed every generator it reaches accepts (NumPy's are unsigned 32-bit; torch's 64-bit ones leave room for
+# the offsets added per stage, epoch and rank): recipe and plugin options validate seeds with it.
+seed_range = [v.ge(0), v.le(2**32 - 1)]
 optional_positive = v.optional(v.ge(1))
 
 
@@ -146,7 +149,7 @@ class TrainingSpec:
     lr_decay_factor: float = attrs.field(default=0.5, validator=[v.gt(0), v.le(1)])
     max_steps: int | None = attrs.field(default=None, validator=optional_positive)
     max_minutes: float | None = attrs.field(default=None, validator=v.optional(v.gt(0)))
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=seed_range)
     deterministic: bool = False
     device: str = attrs.field(default="auto", validator=v.in_(["auto", "cpu", "cuda", "mps"]))
     amp: str = attrs.field(default="off", validator=v.in_(["off", "bf16", "fp16"]))

@@ -19,6 +19,7 @@ import numpy as np
 from ganstack.atomic import atomic_write
 from ganstack.errors import DataError
 from ganstack.interfaces import DataContext
+from ganstack.recipe.schema import seed_range
 from ganstack_defaults.data.cache import CACHE_FIX, NpyImages, cache_key
 from ganstack_defaults.data.dataset import CaptionImageDataset
 from ganstack_defaults.shapes import scenes as shapes
@@ -43,7 +44,7 @@ class ShapesOptions:
     train_size: int = attrs.field(default=10000, validator=_SIZE)
     test_size: int = attrs.field(default=1000, validator=_SIZE)
     holdout_size: int = attrs.field(default=1000, validator=_SIZE)
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=seed_range)
     split: str | None = attrs.field(default=None,
                                     validator=attrs.validators.optional(attrs.validators.in_(shapes.SPLITS)))
 

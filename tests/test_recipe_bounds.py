@@ -1,6 +1,7 @@
-"""Seeds: every recipe and plugin seed, and ``sample --seed``, take 0 to 2**32 - 1 (what each generator
+"""Bounds of recipe values a runtime would choke on. Seeds: every recipe and plugin seed, and ``sample --seed``, take 0 to 2**32 - 1 (what each generator
 they reach accepts, with room for the offsets added per stage, epoch and rank); beyond that a seed is
-refused by name instead of overflowing inside torch or NumPy."""
+refused by name instead of overflowing inside torch or NumPy. ``training.num_workers``: at most 64,
+each a process (100,000 forked until the machine ran out of processes)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,10 @@ def test_the_largest_seed_trains_and_samples(cli, tmp_path: Path, capsys: pytest
         assert info.value.code == 2
         err = capsys.readouterr().err
         assert "--seed" in err and "a seed is from 0 to 4294967295" in err and "Traceback" not in err
+
+
+def test_a_thousand_data_loading_processes_are_refused(cli) -> None:
+    code, _out, err = cli("check", TINY, "--set", "training.num_workers=100000")
+    text = " ".join(err.split())
+    assert code == 2 and "training.num_workers: must be <= 64: 100000" in text and "Traceback" not in err
+    assert cli("check", TINY, "--set", "training.num_workers=64")[0] == 0

@@ -125,3 +125,27 @@ def test_a_damaged_shapes_render_is_rendered_again(cli, tmp_path: Path, monkeypa
     assert "Traceback" not in said and "rebuil" in said and path.name in said
     a, b = _weights(tmp_path / "first"), _weights(tmp_path / "second")
     assert all(torch.equal(a[k], b[k]) for k in a)  # trained on the same pictures
+
+
+def test_ctrl_c_while_the_cache_is_built_stops_without_decoding_the_rest(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from ganstack_defaults.data import cache
+
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "one.png")
+    images = [cache.ImageFile(tmp_path / "one.png")] * 400
+    calls: list[int] = []
+
+    def decode(out, image, shorter, shape):  # noqa: ANN001, ANN202 - a slow decoder; Ctrl-C during the first
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        time.sleep(0.01)
+
+    monkeypatch.setattr(cache, "_decode_into", decode)
+    with pytest.raises(KeyboardInterrupt):
+        cache.cached_images(tmp_path / "cache", "x", images, 8, skip_corrupt=False)
+    # the images not started are dropped (decoding all 400 would take 2 s on 2 cores; a couple run on)
+    assert len(calls) < 200
+    assert not list((tmp_path / "cache").glob("*.index.npy")) and not list((tmp_path / "cache").glob(".*.tmp"))

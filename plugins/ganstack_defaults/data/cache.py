@@ -153,26 +153,30 @@ def _build(stem: Path, images: Sequence[ImageFile], shorter: int, description: d
     workers = min(8, os.cpu_count() or 1)
     log.info("decoding %d images into the cache %s (once)", len(images), stem)
     with ThreadPoolExecutor(workers) as pool:
-        sizes = list(pool.map(lambda im: _open_size(im, shorter), images))
-        reasons = {i: s for i, s in enumerate(sizes) if isinstance(s, str)}
-        index = np.zeros((len(images), 3), dtype=np.int64)
-        offset = 0
-        for i, size in enumerate(sizes):
-            if not isinstance(size, str):
-                index[i] = offset, size[1], size[0]
-                offset += size[0] * size[1] * 3
+        try:
+            sizes = list(pool.map(lambda im: _open_size(im, shorter), images))
+            reasons = {i: s for i, s in enumerate(sizes) if isinstance(s, str)}
+            index = np.zeros((len(images), 3), dtype=np.int64)
+            offset = 0
+            for i, size in enumerate(sizes):
+                if not isinstance(size, str):
+                    index[i] = offset, size[1], size[0]
+                    offset += size[0] * size[1] * 3
 
-        def fill(tmp: Path) -> None:
-            pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(offset, 1),))
-            jobs = [(i, pool.submit(_decode_into, pixels[o:o + h * w * 3], images[i], shorter, (h, w)))
-                    for i, (o, h, w) in enumerate(index) if h]
-            for i, job in jobs:
-                if (reason := job.result()) is not None:
-                    reasons[i] = reason
-            pixels.flush()
-            del pixels
+            def fill(tmp: Path) -> None:
+                pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(offset, 1),))
+                jobs = [(i, pool.submit(_decode_into, pixels[o:o + h * w * 3], images[i], shorter, (h, w)))
+                        for i, (o, h, w) in enumerate(index) if h]
+                for i, job in jobs:
+                    if (reason := job.result()) is not None:
+                        reasons[i] = reason
+                pixels.flush()
+                del pixels
 
-        atomic_write(Path(f"{stem}.pixels.npy"), fill, fix=CACHE_FIX)
+            atomic_write(Path(f"{stem}.pixels.npy"), fill, fix=CACHE_FIX)
+        except BaseException:  # Ctrl-C or a failed write: drop the images not started instead of decoding them all
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     index[list(reasons), 1:] = 0
     meta = {**description, "undecodable": {str(i): f"{images[i].path}: {r}" for i, r in sorted(reasons.items())}}
     write_text_atomic(Path(f"{stem}.meta.json"), json.dumps(meta, indent=1), fix=CACHE_FIX)

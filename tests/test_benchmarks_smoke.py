@@ -25,7 +25,9 @@ def test_speed_quick_writes_the_report(tmp_path: Path) -> None:
     # a descheduled thread and the run several times slower.
     command = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--device", "cpu",
                "--threads", "1", "--json", str(out)]
-    proc = subprocess.run(command, cwd=os.getcwd(), capture_output=True, text=True, timeout=120, check=False)
+    # The timeout only catches a hang: the work is fixed (tiny sizes, one iteration), its wall time is
+    # not; 120 s was exceeded on a 2-core machine kept busy by other processes (as CI's can be).
+    proc = subprocess.run(command, cwd=os.getcwd(), capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "training step" in proc.stdout and "target loader_ratio" in proc.stdout
     report = json.loads(out.read_text(encoding="utf-8"))

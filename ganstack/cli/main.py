@@ -44,6 +44,17 @@ def _add_set(p: argparse.ArgumentParser) -> None:
                    "the index one past the end appends one)")
 
 
+def _seed(text: str) -> int:
+    """A --seed: 0 to 2**32 - 1, the range of the recipe's seeds (larger ones overflow the generators)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"a seed is from 0 to {2**32 - 1}, got {value}")
+    return value
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
 
@@ -114,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions", help="a text file with one caption per line")
     p.add_argument("--embeddings", help="a .npy file (captions x dim) for encoders that cannot read text (precomputed)")
     p.add_argument("--n", type=int, default=1, help="images per caption (sample i uses seed SEED+i)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--seed", type=_seed, default=0, help="noise seed (0 to 4294967295)")
     p.add_argument("--stage", choices=["all", "last"], default="all", help="write every stage or only the last")
     p.add_argument("--out", help="output folder (default RUN_DIR/samples-cli)")
     p.add_argument("--ca-variations", type=int, metavar="K",

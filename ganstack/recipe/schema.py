@@ -15,6 +15,9 @@ from attrs import validators as v
 SCHEMA_VERSION = 1
 
 positive = v.ge(1)
+# A seed every generator it reaches accepts (NumPy's are unsigned 32-bit; torch's 64-bit ones leave room for
+# the offsets added per stage, epoch and rank): recipe and plugin options validate seeds with it.
+seed_range = [v.ge(0), v.le(2**32 - 1)]
 optional_positive = v.optional(v.ge(1))
 
 
@@ -130,7 +133,8 @@ class TrainingSpec:
     ``compile``: ``torch.compile`` the stages (slow to start, worth it for long GPU runs);
     ``ema``: keep an exponential moving average of the generator with this decay (0.999 in
     StackGAN-v2) and sample from it; ``sync_batchnorm``: synchronise BatchNorm statistics across
-    processes under torchrun; ``num_workers``: data-loading processes; ``nan_patience``: stop after
+    processes under torchrun; ``num_workers``: data-loading processes (at most 64; beyond the cores they
+    only cost memory); ``nan_patience``: stop after
     this many steps in a row with a non-finite loss (each is skipped on the device; the host reads
     the count at log, sample and checkpoint steps, and at least every ``nan_patience`` steps);
     ``wrong_images``: load a real image of another class per example for the mismatched pair
@@ -146,7 +150,7 @@ class TrainingSpec:
     lr_decay_factor: float = attrs.field(default=0.5, validator=[v.gt(0), v.le(1)])
     max_steps: int | None = attrs.field(default=None, validator=optional_positive)
     max_minutes: float | None = attrs.field(default=None, validator=v.optional(v.gt(0)))
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=seed_range)
     deterministic: bool = False
     device: str = attrs.field(default="auto", validator=v.in_(["auto", "cpu", "cuda", "mps"]))
     amp: str = attrs.field(default="off", validator=v.in_(["off", "bf16", "fp16"]))
@@ -155,7 +159,7 @@ class TrainingSpec:
     compile: bool = False
     ema: float | None = attrs.field(default=None, validator=v.optional([v.gt(0), v.lt(1)]))
     sync_batchnorm: bool = False
-    num_workers: int = attrs.field(default=0, validator=v.ge(0))
+    num_workers: int = attrs.field(default=0, validator=[v.ge(0), v.le(64)])  # each is a process: not thousands
     nan_patience: int = attrs.field(default=20, validator=positive)
     wrong_images: bool = False
 

@@ -134,19 +134,23 @@ def checkpoint_step(ckpt: dict[str, Any]) -> int:
     return int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else 0
 
 
-def load_weights(module: torch.nn.Module, state: Any, *, file: str | None, key: str) -> None:
-    """Load ``state`` into ``module``, checking first that it is the module's own shape and finite.
+def check_weights(own: dict[str, Any], state: Any, *, file: str | None, key: str,
+                  against: str = "the recipe it carries", allow_extra: bool = False,
+                  fit_fix: str = "use the checkpoint together with the recipe it was trained with (a checkpoint "
+                  "from `ganstack run` carries it); the file may have been edited or mixed up") -> None:
+    """Refuse ``state`` unless it can stand for ``own`` (a module's state dict, or the part of one being
+    loaded): a mapping of tensors with every key, each of its shape, and finite.
 
     A mismatch names the first keys and shapes that differ; NaN or infinite weights (a run that
-    diverged) are refused, as everything drawn from them would be noise or blank.
+    diverged) are refused, as everything drawn from them would be noise or blank. ``allow_extra``
+    leaves keys that ``own`` lacks unchecked (a stage taken from a larger stack).
     """
     # a module's `_extra_state` (a text encoder's vocabulary) is plain data; everything else is a tensor
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) or str(k).endswith("_extra_state")
                                               for k, v in state.items()):
         raise CheckpointError("its weights are not a mapping of tensors", file=file, path=key, fix=_ANOTHER)
-    own = module.state_dict()
     missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own]
+    extra = [] if allow_extra else [k for k in state if k not in own]
     shapes = [f"{k} is {list(getattr(state[k], 'shape', [])) or type(state[k]).__name__} here but "
               f"{list(own[k].shape)} in the recipe"
               for k in own if k in state and isinstance(own[k], torch.Tensor)
@@ -155,18 +159,22 @@ def load_weights(module: torch.nn.Module, state: Any, *, file: str | None, key: 
         parts = ([f"{len(shapes)} of a different shape ({'; '.join(shapes[:2])})"] if shapes else []) + (
             [f"{len(missing)} missing ({', '.join(missing[:3])})"] if missing else []) + (
             [f"{len(extra)} not in the recipe ({', '.join(extra[:3])})"] if extra else [])
-        raise CheckpointError(f"its weights do not fit the recipe it carries: {len(own)} tensors expected, "
-                              f"{', '.join(parts)}", file=file, path=key,
-                              fix="use the checkpoint together with the recipe it was trained with (a checkpoint "
-                              "from `ganstack run` carries it); the file may have been edited or mixed up")
-    bad = [k for k, v in state.items()
-           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        raise CheckpointError(f"its weights do not fit {against}: {len(own)} tensors expected, "
+                              f"{', '.join(parts)}", file=file, path=key, fix=fit_fix)
+    bad = [k for k in own if isinstance(v := state[k], torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
     if bad:
-        raise CheckpointError(f"{len(bad)} of its {len(state)} weight tensors hold NaN or infinite values "
+        raise CheckpointError(f"{len(bad)} of its {len(own)} weight tensors hold NaN or infinite values "
                               f"(e.g. {', '.join(bad[:3])}): the run diverged before this checkpoint, and "
                               "anything drawn from it would be noise", file=file, path=key,
                               fix="use an earlier checkpoint from the run's checkpoints/ folder, or retrain with "
                               "a lower learning rate")
+
+
+def load_weights(module: torch.nn.Module, state: Any, *, file: str | None, key: str) -> None:
+    """Load ``state`` into ``module``, checking first (:func:`check_weights`) that it is the module's own
+    shape and finite."""
+    check_weights(module.state_dict(), state, file=file, key=key)
     module.load_state_dict(state)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +39,14 @@ class EpochSampler(Sampler[int]):
         return self.n - self.start
 
 
+def leave_signals_to_the_main_process(_worker_id: int) -> None:
+    """A data-loading worker ignores SIGINT and SIGTERM. A terminal's Ctrl-C and SLURM's SIGTERM reach
+    the whole process group: had the workers died of them, the loader would raise in the main process
+    instead of the run finishing its step and writing its checkpoint; the main process shuts them down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def epoch_loader(dataset: Dataset, *, seed: int, block: int, epoch: int, run_epoch: int, start_batch: int,
                  batch_size: int, rank: int, world: int, num_workers: int, pin_memory: bool) -> DataLoader:
     """The loader of one epoch, from ``start_batch`` on. The dataset learns the epoch (counted over the
@@ -50,7 +59,8 @@ def epoch_loader(dataset: Dataset, *, seed: int, block: int, epoch: int, run_epo
     sampler.set_position(block, epoch, start_batch * batch_size)
     generator = torch.Generator().manual_seed(seed * 7919 + block * 104_729 + epoch)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers,
-                      pin_memory=pin_memory, generator=generator)
+                      pin_memory=pin_memory, generator=generator,
+                      worker_init_fn=leave_signals_to_the_main_process if num_workers else None)
 
 
 def batch_to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from ganstack.evaluate.joint_embedding import (
     retrieval_accuracy,
 )
 from ganstack.interfaces import CaptionDataset, EpochAware, as_text_features
+from ganstack.recipe.schema import seed_range
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -58,7 +59,7 @@ class PretrainOptions:
     batch_size: int = attrs.field(default=40, validator=attrs.validators.ge(2))
     lr: float = attrs.field(default=7e-4, validator=attrs.validators.gt(0.0))
     image_encoder_width: int = attrs.field(default=64, validator=attrs.validators.ge(1))
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=seed_range)
     eval_examples: int = attrs.field(default=1000, validator=attrs.validators.ge(2))
     log_every: int = attrs.field(default=100, validator=attrs.validators.ge(1))
 

@@ -7,7 +7,9 @@ and ``<stem>.index.npy`` (per image: offset, height, width, and the ``left, top,
 the original image that was stored, so boxes and keypoints can follow; height 0 marks an
 undecodable one).
 Each is written to a temporary file and moved into place, the index last, so a cache is either
-complete or absent, and two processes building one at once both end up with a whole one.
+complete or absent, and two processes building one at once both end up with a whole one. Files
+damaged afterwards (truncated, edited, not UTF-8, of another shape) are found when the cache is
+opened, and the cache is built again with a warning: it is only a cache, the images are still there.
 """
 
 from __future__ import annotations
@@ -72,14 +74,13 @@ class ImageStore:
     ``(width, height)``.
     """
 
-    def __init__(self, stem: Path) -> None:
+    def __init__(self, stem: Path, index: np.ndarray, skipped: list[str]) -> None:
         self.stem = stem
-        index = np.load(f"{stem}.index.npy")
         self.usable = np.flatnonzero(index[:, 1] > 0)
         self._index = index[self.usable]
         self.regions = self._index[:, 3:7].astype(np.float64)
         self.sizes = self._index[:, [2, 1]].astype(np.float64)  # (width, height) as stored
-        self.skipped: list[str] = list(json.loads(Path(f"{stem}.meta.json").read_text())["undecodable"].values())
+        self.skipped = skipped
         self._pixels: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -93,6 +94,45 @@ class ImageStore:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_pixels": None}
+
+
+INDEX_COLUMNS = 7  # offset, height, width, then left, top, right, bottom of the original
+_READ_ERRORS = (OSError, ValueError, EOFError, UnicodeDecodeError)
+
+
+def _open_store(stem: Path, count: int, description: dict[str, Any]) -> ImageStore | str:
+    """The cache at ``stem`` for ``count`` images, or why its files cannot be trusted.
+
+    Checks what a damaged file would get wrong: the index's type and shape, every image's slice
+    inside the pixel file, the metadata (UTF-8 JSON describing this cache) agreeing with the index on
+    which images could not be decoded. Pixel values themselves are not checksummed.
+    """
+    try:
+        index = np.load(f"{stem}.index.npy", allow_pickle=False)
+    except _READ_ERRORS as exc:
+        return f"its index cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
+    if index.dtype.kind not in "iu" or index.shape != (count, INDEX_COLUMNS):
+        return f"its index is {index.dtype} of shape {list(index.shape)}, not {count} rows of offset, height, width and the stored region"
+    try:
+        meta = json.loads(Path(f"{stem}.meta.json").read_text(encoding="utf-8"))
+    except _READ_ERRORS as exc:
+        return f"its .meta.json cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
+    undecodable = meta.get("undecodable") if isinstance(meta, dict) else None
+    if not isinstance(undecodable, dict) or not all(isinstance(v, str) for v in undecodable.values()) \
+            or any(meta.get(k) != v for k, v in description.items()):
+        return "its .meta.json does not describe this cache"
+    rows = [tuple(int(v) for v in row[:3]) for row in index]  # Python ints: no overflow in the sizes below
+    if set(undecodable) != {str(i) for i, (_o, h, _w) in enumerate(rows) if h == 0}:
+        return "its .meta.json and its index disagree on which images could not be decoded"
+    try:
+        pixels = np.load(f"{stem}.pixels.npy", mmap_mode="r", allow_pickle=False)
+    except _READ_ERRORS as exc:
+        return f"its pixel file cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
+    length = pixels.shape[0] if pixels.dtype == np.uint8 and pixels.ndim == 1 else -1
+    del pixels
+    if any(min(o, h, w) < 0 or (h > 0 and (w == 0 or o + h * w * 3 > length)) for o, h, w in rows):
+        return "its index points outside its pixel file"
+    return ImageStore(stem, index, [undecodable[k] for k in sorted(undecodable, key=int)])
 
 
 def _open_size(image: ImageFile, shorter: int) -> tuple[int, int, int, int, int, int] | str:
@@ -122,26 +162,30 @@ def _build(stem: Path, images: Sequence[ImageFile], shorter: int, description: d
     workers = min(8, os.cpu_count() or 1)
     log.info("decoding %d images into the cache %s (once)", len(images), stem)
     with ThreadPoolExecutor(workers) as pool:
-        sizes = list(pool.map(lambda im: _open_size(im, shorter), images))
-        reasons = {i: s for i, s in enumerate(sizes) if isinstance(s, str)}
-        index = np.zeros((len(images), 7), dtype=np.int64)
-        offset = 0
-        for i, size in enumerate(sizes):
-            if not isinstance(size, str):
-                index[i] = offset, size[1], size[0], *size[2:]
-                offset += size[0] * size[1] * 3
+        try:
+            sizes = list(pool.map(lambda im: _open_size(im, shorter), images))
+            reasons = {i: s for i, s in enumerate(sizes) if isinstance(s, str)}
+            index = np.zeros((len(images), INDEX_COLUMNS), dtype=np.int64)
+            offset = 0
+            for i, size in enumerate(sizes):
+                if not isinstance(size, str):
+                    index[i] = offset, size[1], size[0], *size[2:]
+                    offset += size[0] * size[1] * 3
 
-        def fill(tmp: Path) -> None:
-            pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(offset, 1),))
-            jobs = [(i, pool.submit(_decode_into, pixels[o:o + h * w * 3], images[i], shorter, (h, w)))
-                    for i, (o, h, w) in enumerate(index[:, :3]) if h]
-            for i, job in jobs:
-                if (reason := job.result()) is not None:
-                    reasons[i] = reason
-            pixels.flush()
-            del pixels
+            def fill(tmp: Path) -> None:
+                pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(offset, 1),))
+                jobs = [(i, pool.submit(_decode_into, pixels[o:o + h * w * 3], images[i], shorter, (h, w)))
+                        for i, (o, h, w) in enumerate(index[:, :3]) if h]
+                for i, job in jobs:
+                    if (reason := job.result()) is not None:
+                        reasons[i] = reason
+                pixels.flush()
+                del pixels
 
-        atomic_write(Path(f"{stem}.pixels.npy"), fill, fix=CACHE_FIX)
+            atomic_write(Path(f"{stem}.pixels.npy"), fill, fix=CACHE_FIX)
+        except BaseException:  # Ctrl-C or a failed write: drop the images not started instead of decoding them all
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     index[list(reasons), 1:] = 0
     meta = {**description, "undecodable": {str(i): f"{images[i].path}: {r}" for i, r in sorted(reasons.items())}}
     write_text_atomic(Path(f"{stem}.meta.json"), json.dumps(meta, indent=1), fix=CACHE_FIX)
@@ -158,9 +202,16 @@ def cached_images(cache_dir: Path, name: str, images: Sequence[ImageFile], short
     description = {"name": name, "shorter_side": shorter, "format": FORMAT_VERSION}
     key = cache_key({**description, "files": [im.identity() for im in images]})
     stem = cache_dir / f"{name}-{shorter}-{key[:20]}"
-    if not Path(f"{stem}.index.npy").exists():
+    store = _open_store(stem, len(images), description) if Path(f"{stem}.index.npy").exists() else None
+    if not isinstance(store, ImageStore):
+        if store is not None:
+            log.warning("the decoded-image cache %s is damaged (%s); rebuilding it from the images (it is only "
+                        "a cache)", stem, store)
         _build(stem, images, shorter, description)
-    store = ImageStore(stem)
+        store = _open_store(stem, len(images), description)
+        if not isinstance(store, ImageStore):  # another process damaging it as it is written
+            raise DataError(f"the decoded-image cache was just rebuilt and {store}", file=f"{stem}.index.npy",
+                            fix=f"delete the cache files {stem}.* and run again; {CACHE_FIX}")
     if store.skipped and not skip_corrupt:
         first = int(np.setdiff1d(np.arange(len(images)), store.usable)[0])
         raise DataError(

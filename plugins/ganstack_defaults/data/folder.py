@@ -29,6 +29,7 @@ import numpy as np
 from ganstack.errors import DataError
 from ganstack.interfaces import DataContext
 from ganstack.reading import read_text
+from ganstack.recipe.schema import seed_range
 from ganstack_defaults.data.cache import ImageFile, ImageStore, cache_key, cached_images
 from ganstack_defaults.data.dataset import CaptionImageDataset
 from ganstack_defaults.data.locations import Locations, to_stored
@@ -60,7 +61,7 @@ class CaptionedFolderOptions:
     captions: str = attrs.field(default=DEFAULT_CAPTIONS, validator=non_empty)
     test_fraction: float = attrs.field(default=0.1, validator=[attrs.validators.ge(0.0),
                                                                attrs.validators.lt(1.0)])
-    seed: int = 0  # chooses the test images; independent of the run's seed
+    seed: int = attrs.field(default=0, validator=seed_range)  # chooses the test images; independent of the run's seed
     split: str | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.in_(SPLITS)))
     flip: bool = True
     skip_corrupt: bool = False

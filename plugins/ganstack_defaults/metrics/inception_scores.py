@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ganstack.errors import DataError, UserError
 from ganstack.interfaces import CaptionDataset, ImageSource
+from ganstack.recipe.schema import seed_range
 from ganstack_defaults.metrics import inception
 from ganstack_defaults.metrics.cache import cache_file, load_entry, save_entry, sha256_file
 from ganstack_defaults.metrics.formulas import FeatureMoments, frechet_distance, inception_score
@@ -62,7 +63,7 @@ class InceptionScoreOptions:
     split: str = "test"  # whose captions drive generation
     captions: str = attrs.field(default="first", validator=v.in_(CAPTION_MODES))
     stage: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))  # 1-based; None: last
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=seed_range)
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -88,7 +89,7 @@ class FidOptions:
     split: str = "test"  # real images and captions come from this split
     captions: str = attrs.field(default="first", validator=v.in_(CAPTION_MODES))
     stage: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=seed_range)
     cache_dir: str = ".ganstack-cache/fid"
 
 

@@ -21,6 +21,7 @@ from ganstack.errors import PluginError, UserError
 from ganstack.evaluate.joint_embedding import ImageEncoder, load_pretrained, retrieval_accuracy
 from ganstack.interfaces import ImageSource, MetricContext, TextEncoderContext
 from ganstack.recipe.paths import looked_in, resolve_recipe_path
+from ganstack.recipe.schema import seed_range
 from ganstack_defaults.metrics.sources import generate, item_batches, item_fields
 
 
@@ -43,7 +44,7 @@ class RPrecisionOptions:
     split: str = "test"
     batch_size: int = attrs.field(default=50, validator=v.ge(1))
     stage: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=seed_range)
 
 
 class _Pictures:

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ganstack.errors import UserError
 from ganstack.interfaces import ImageSource
+from ganstack.recipe.schema import seed_range
 from ganstack_defaults.metrics.sources import generate
 from ganstack_defaults.shapes import scenes as shapes
 from ganstack_defaults.shapes.dataset import ShapesDataset
@@ -50,7 +51,7 @@ class ShapesAlignmentOptions:
     captions in held-out sentence shapes (``.../unseen_wording``; doubles the images generated)
     """
 
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=seed_range)
     batch_size: int = attrs.field(default=64, validator=v.ge(1))
     stage: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))  # 1-based; None: last
     cache_dir: str = ".ganstack-cache/shapes-judge"

@@ -12,6 +12,7 @@ fractions of the image side.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import attrs
@@ -20,10 +21,13 @@ import numpy as np
 from ganstack.atomic import atomic_write
 from ganstack.errors import DataError
 from ganstack.interfaces import DataContext
-from ganstack_defaults.data.cache import NpyImages, cache_key
+from ganstack.recipe.schema import seed_range
+from ganstack_defaults.data.cache import CACHE_FIX, NpyImages, cache_key
 from ganstack_defaults.data.dataset import CaptionImageDataset
 from ganstack_defaults.data.locations import Locations
 from ganstack_defaults.shapes import scenes as shapes
+
+log = logging.getLogger(__name__)
 
 _SIZE = attrs.validators.ge(1)
 
@@ -43,7 +47,7 @@ class ShapesOptions:
     train_size: int = attrs.field(default=10000, validator=_SIZE)
     test_size: int = attrs.field(default=1000, validator=_SIZE)
     holdout_size: int = attrs.field(default=1000, validator=_SIZE)
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=seed_range)
     split: str | None = attrs.field(default=None,
                                     validator=attrs.validators.optional(attrs.validators.in_(shapes.SPLITS)))
 
@@ -56,15 +60,34 @@ class ShapesDataset(CaptionImageDataset):
         self.scenes = scenes
 
 
+def _render_damage(path: Path, scenes: list[shapes.Scene], size: int) -> str | None:
+    """Why the cached render at ``path`` is not these scenes' (unreadable, another shape, or its first
+    and last pictures not what the renderer draws), or None."""
+    try:
+        images = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        return f"it cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
+    if images.dtype != np.uint8 or images.shape != (len(scenes), size, size, 3):
+        return f"it holds {images.dtype} of shape {list(images.shape)}, not {len(scenes)} pictures of {size} px"
+    if any(not np.array_equal(images[i], shapes.render(scenes[i], size)) for i in {0, len(scenes) - 1}):
+        return "its pictures are not the scenes it is named for"
+    return None
+
+
 def _rendered(path: Path, scenes: list[shapes.Scene], size: int) -> NpyImages:
-    if not path.exists():
+    damage = _render_damage(path, scenes, size) if path.exists() else "absent"
+    if damage is not None:
+        if path.exists():
+            log.warning("the rendered shapes cache %s is damaged (%s); rebuilding it, the scenes rendered again (it is only a cache)",
+                        path, damage)
+
         def fill(tmp: Path) -> None:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(scenes), size, size, 3))
             for i, scene in enumerate(scenes):
                 out[i] = shapes.render(scene, size)
             out.flush()
             del out
-        atomic_write(path, fill)
+        atomic_write(path, fill, fix=CACHE_FIX)
     return NpyImages(path)
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from attrs import validators as v
 from torch import Tensor, nn
 
+from ganstack.recipe.schema import seed_range
 from ganstack_defaults.metrics.cache import cache_file, load_entry, save_entry
 from ganstack_defaults.shapes import scenes as shapes
 
@@ -50,7 +51,7 @@ class JudgeSpec:
     lr: float = attrs.field(default=3e-3, validator=v.gt(0))
     width: int = attrs.field(default=8, validator=v.ge(1))
     max_noise: float = attrs.field(default=0.15, validator=v.ge(0))
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=seed_range)
 
 
 class ShapesJudge(nn.Module):

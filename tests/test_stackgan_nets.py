@@ -352,7 +352,9 @@ def test_every_stackgan_component_is_registered_with_a_summary_and_builds_with_d
     assert names == {("conditioner", "ca"), ("conditioner", "identity"), ("conditioner", "linear"),
                      ("conditioner", "none"), ("generator_stage", "stackgan-stage1"), ("generator_stage", "stackgan-refiner"),
                      ("discriminator", "matching-aware"), ("discriminator", "projection"),
-                     ("generator_stage", "gan-int-cls"), ("discriminator", "gan-int-cls")}
+                     ("generator_stage", "gan-int-cls"), ("discriminator", "gan-int-cls"),
+                     ("generator_stage", "gawwn-box"), ("discriminator", "gawwn-box"),
+                     ("generator_stage", "gawwn-keypoints"), ("discriminator", "gawwn-keypoints")}
     protocols = {"conditioner": Conditioner, "generator_stage": GeneratorStage, "discriminator": Discriminator}
     small = {"generator_stage": {"ngf": 8}, "discriminator": {"ndf": 4}}
     for kind, name in sorted(names):

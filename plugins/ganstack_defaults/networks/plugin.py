@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ganstack.components.registry import Register
 from ganstack.hookspecs import hookimpl
+from ganstack_defaults.networks.attention import AttentionRefinerOptions, build_attention_refiner
 from ganstack_defaults.networks.conditioners import (
     CAOptions,
     LinearOptions,
@@ -43,3 +44,8 @@ def register_components(register: Register) -> None:
              summary="StackGAN matching-aware discriminator: conditional and optional unconditional logit")
     register("discriminator", "projection", build_projection, options=ProjectionOptions,
              summary="projection discriminator: image logit plus <text projection, image features>")
+
+    # word features (issue #13): an AttnGAN-style stage
+    register("generator_stage", "attention-refiner", build_attention_refiner, options=AttentionRefinerOptions,
+             summary="StackGAN refiner whose regions attend to the caption's words (AttnGAN): previous image "
+                     "(or features), condition and word context to a larger image")

@@ -93,8 +93,7 @@ def build_attention_refiner(options: AttentionRefinerOptions, ctx: StageContext)
     in_channels, cond_dim = check_refiner_context(options, ctx, "attention-refiner")
     if not ctx.word_dim:
         raise RecipeError("attention-refiner attends to the caption's words, but the recipe's text encoder "
-                          "gives none", path="text_encoder",
-                          fix=f"use a text encoder that gives words: {WORD_ENCODERS}")
+                          "(text_encoder) gives none", fix=f"use a text encoder that gives words: {WORD_ENCODERS}")
     return init_weights(AttentionRefiner(options, ctx.in_size or 0, in_channels, cond_dim, ctx.word_dim,
                                          ctx.image_channels))
 

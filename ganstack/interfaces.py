@@ -30,18 +30,54 @@ if TYPE_CHECKING:
 
 
 # ------------------------------------------------------------------------------ declared requests
-REQUESTS = frozenset({"wrong_images"})
+REQUESTS = frozenset({"wrong_images", "words", "class_id"})
 """What a component may ask the core for beyond the default batch, by declaring
-``requests: frozenset[str]`` (an attribute; absent means none):
+``requests: frozenset[str]`` (an attribute; absent means none). Besides these names, any
+conditioning field the recipe's dataset declares (:data:`FIELDS`, ``CaptionDataset.fields``):
 
 - ``wrong_images``: a real image of another class per example (``batch["wrong_images"]``, the
-  dataset's ``ctx.want_wrong``), for a mismatched pair of real images.
+  dataset's ``ctx.want_wrong``), for a mismatched pair of real images;
+- ``words``: the text encoder's word features (:class:`TextFeatures`): the component finds
+  ``fields["words"]`` ``[B, L, word_dim]`` and ``fields["word_mask"]`` ``[B, L]`` bool; its factory
+  reads the size from ``StageContext.word_dim`` (0 when the encoder has none, which the core refuses);
+- ``class_id``: ``[B]`` long, every dataset's (``-1`` where unknown);
+- a dataset field (``box``, ``keypoints``, a plugin dataset's own).
+
+A component that requests anything but ``wrong_images`` is called with a keyword argument
+``fields: dict[str, Tensor]`` holding exactly what it requested (conditioner ``forward``, generator
+stage ``forward``, discriminator ``cond_logits``/``uncond_logits``); one that requests nothing is
+called as before.
 """
+
+WORD_FIELDS = ("words", "word_mask")
+"""What the ``words`` request delivers into ``fields``."""
+
+FIELDS = {
+    "box": "float [B, 4]: (x0, y0, x1, y1), fractions of the image side, origin top left, after the "
+           "dataset's crop, resize and flip (one box serves every stage's resolution)",
+    "keypoints": "float [B, K, 3]: (x, y, visible) per part, x/y fractions as for box; an invisible part "
+                 "(or one cropped out) has visible = 0 and x = y = 0 (CUB: K = 15, its parts.txt order)",
+    "class_id": "long [B]: the example's class (-1 unknown)",
+}
+"""The conditioning fields ganstack knows by name (a plugin's dataset may add its own, any name,
+one tensor per example, batched along a first dimension)."""
 
 
 def requests_of(component: object) -> frozenset[str]:
     """The requests a built component declares (none where it declares no ``requests``)."""
     return frozenset(getattr(component, "requests", frozenset()))
+
+
+def field_requests(component: object) -> frozenset[str]:
+    """What a component's ``fields`` argument holds (``words`` gives ``words`` and ``word_mask``);
+    empty for a component called without ``fields``."""
+    asked = requests_of(component) - {"wrong_images"}
+    return frozenset(n for n in asked if n != "words") | (frozenset(WORD_FIELDS) if "words" in asked else frozenset())
+
+
+def fields_of(dataset: object) -> frozenset[str]:
+    """The conditioning fields a dataset declares (``fields``; absent means none)."""
+    return frozenset(getattr(dataset, "fields", frozenset()))
 
 
 # --------------------------------------------------------------------------- values passed around
@@ -51,6 +87,30 @@ class Condition(NamedTuple):
     c: Tensor
     mu: Tensor
     logvar: Tensor | None
+
+
+class TextFeatures(NamedTuple):
+    """What a text encoder may return instead of a ``[B, dim]`` tensor: the sentence vector
+    ``[B, dim]``, word features ``[B, L, word_dim]`` and their mask ``[B, L]`` (bool, True = a real
+    word). An encoder that returns words declares ``word_dim: int``."""
+
+    sentence: Tensor
+    words: Tensor | None = None
+    mask: Tensor | None = None
+
+
+def as_text_features(out: Tensor | TextFeatures) -> TextFeatures:
+    """A text encoder's output in one form: a plain tensor becomes a sentence without words."""
+    if isinstance(out, TextFeatures):
+        return out
+    if isinstance(out, tuple) and len(out) == 3:  # a plugin's own namedtuple of the same fields
+        return TextFeatures(*out)
+    return TextFeatures(out)
+
+
+def word_dim_of(encoder: object) -> int:
+    """The word-feature size a text encoder declares (0: it gives no words)."""
+    return int(getattr(encoder, "word_dim", 0) or 0)
 
 
 class StageOutput(NamedTuple):
@@ -87,6 +147,7 @@ class StageContext:
     in_size: int | None = None  # previous stage's image size (None for the first stage)
     in_feature_channels: int | None = None  # channels of the previous stage's features
     image_size: int | None = None  # this stage's output size (for the discriminator)
+    word_dim: int = 0  # the text encoder's word-feature size (0: it gives no words; see REQUESTS)
 
 
 @attrs.frozen
@@ -154,7 +215,9 @@ class ImportContext:
 # ------------------------------------------------------------------------------ module contracts
 @runtime_checkable
 class TextEncoder(Protocol):
-    """``nn.Module`` turning a batch's captions (or stored embeddings) into ``[B, dim]``.
+    """``nn.Module`` turning a batch's captions (or stored embeddings) into ``[B, dim]``, or into
+    :class:`TextFeatures` (sentence plus words; then it declares ``word_dim``; the core normalises
+    either with :func:`as_text_features`).
 
     ``trainable`` encoders are optimised with the generator; ``can_encode_text`` says whether
     ``encode_text`` works on new sentences. ``prepare`` is called once, before training starts
@@ -167,16 +230,17 @@ class TextEncoder(Protocol):
 
     def prepare(self, dataset: CaptionDataset) -> None: ...
 
-    def forward(self, batch: dict[str, Any]) -> Tensor: ...
+    def forward(self, batch: dict[str, Any]) -> Tensor | TextFeatures: ...
 
-    def encode_text(self, texts: Sequence[str]) -> Tensor: ...
+    def encode_text(self, texts: Sequence[str]) -> Tensor | TextFeatures: ...
 
 
 @runtime_checkable
 class Conditioner(Protocol):
     """``nn.Module``: text embedding ``[B, text_dim]`` to a :class:`Condition` of ``out_dim``.
 
-    ``eps`` (``[B, out_dim]``) fixes the sampling noise; ``None`` draws it.
+    ``eps`` (``[B, out_dim]``) fixes the sampling noise; ``None`` draws it. One that declares
+    ``requests`` beyond ``wrong_images`` is called ``forward(text, eps, *, fields)`` (see :data:`REQUESTS`).
     """
 
     out_dim: int
@@ -190,7 +254,8 @@ class GeneratorStage(Protocol):
 
     ``z`` is ``[B, noise_dim]`` for the first stage and ``None`` after; ``prev`` is the previous
     stage's output (``None`` for the first stage). ``out_size`` is the image size it produces,
-    ``feature_channels`` the channels of ``StageOutput.features``.
+    ``feature_channels`` the channels of ``StageOutput.features``. One that declares ``requests``
+    beyond ``wrong_images`` is called ``forward(z, condition, prev, *, fields)`` (see :data:`REQUESTS`).
     """
 
     out_size: int
@@ -207,6 +272,9 @@ class Discriminator(Protocol):
     ``features(image)`` runs the image path once; ``cond_logits`` pairs those features with a
     condition (the discriminator chooses ``condition.mu`` or its own use of ``text``) and returns
     logits ``[B]``; ``uncond_logits`` returns ``[B]`` or ``None`` when there is no such head.
+    One that declares ``requests`` beyond ``wrong_images`` is called ``cond_logits(features, condition,
+    text, *, fields)`` and ``uncond_logits(features, *, fields)``; ``features`` never gets fields (one
+    image pass serves several pairings, and the fields describe the condition it is paired with).
     """
 
     def features(self, image: Tensor) -> Tensor: ...
@@ -241,6 +309,7 @@ class CaptionDataset(Protocol):
     - ``class_id``: int (``-1`` where unknown)
     - ``index``: int
     - ``wrong_images``: like ``images``, of another class, only when ``ctx.want_wrong``
+    - each conditioning field the dataset declares in ``fields`` (see :data:`FIELDS`), for every example
 
     A dataset may offer ``set_epoch(epoch)`` (:class:`EpochAware`): the trainer calls it before each
     pass over the training split, and the training split's per-example randomness then comes from
@@ -248,6 +317,7 @@ class CaptionDataset(Protocol):
     """
 
     embedding_dim: int | None
+    # optional: ``fields: frozenset[str]``, the conditioning fields it yields (absent = none; fields_of)
 
     def __len__(self) -> int: ...
 
@@ -260,6 +330,15 @@ class CaptionDataset(Protocol):
     def sample_captions(self, k: int) -> list[str]:
         """``k`` fixed, varied captions for sample sheets."""
         ...
+
+
+@runtime_checkable
+class ExampleFields(Protocol):
+    """Required of a component that requests dataset fields: example values where no data is at hand
+    (``ganstack check --params``, the size estimate), e.g. a centred box ``[[0.25, 0.25, 0.75, 0.75]] * B``;
+    a dict of what it requests (not ``words``: the core makes word features of the encoder's size)."""
+
+    def example_fields(self, batch_size: int) -> dict[str, Tensor]: ...
 
 
 @runtime_checkable
@@ -285,12 +364,19 @@ class StepState:
 
     Discriminator features are computed once per image tensor and cached, so the real images'
     features serve both the real and the mismatched ("wrong") pair.
+
+    ``fields``: every field any component of the stage requested (``{}`` when none); a loss that
+    scores with the discriminator passes the D's own to ``cond_logits``/``uncond_logits`` with
+    :meth:`d_fields`. ``generate`` (G phase only; ``None`` in the D phase): ``generate(text,
+    fields=None) -> (Condition, StageOutput)`` runs the stack's chain up to this stage on another text
+    embedding ``[B, text_dim]`` with fresh noise and gradients (``fields=None``: the batch's own).
     """
 
     def __init__(self, *, stage: int, phase: str, discriminator: nn.Module, real: Tensor,
                  fake: Tensor, condition: Condition, text: Tensor,
                  wrong_real: Tensor | None = None, prev_fake: Tensor | None = None,
-                 class_id: Tensor | None = None) -> None:
+                 class_id: Tensor | None = None, fields: dict[str, Tensor] | None = None,
+                 generate: Callable[..., tuple[Condition, StageOutput]] | None = None) -> None:
         self.stage = stage
         self.phase = phase  # "d" or "g"
         self.discriminator = discriminator
@@ -301,7 +387,19 @@ class StepState:
         self.wrong_real = wrong_real
         self.prev_fake = prev_fake
         self.class_id = class_id
+        self.fields: dict[str, Tensor] = dict(fields or {})
+        self.generate = generate
         self._features: dict[str, torch.Tensor] = {}
+
+    def d_fields(self, rows: Callable[[Tensor], Tensor] | None = None) -> dict[str, Any]:
+        """``{"fields": ...}`` with what the discriminator requested, or ``{}`` for one that requests
+        nothing: ``d.cond_logits(f, c, t, **step.d_fields())`` calls either kind correctly. The fields
+        follow the condition: a loss pairing images with other rows' conditions passes the same row
+        change as ``rows`` (``lambda t: t.roll(1, dims=0)``)."""
+        wanted = field_requests(self.discriminator)
+        if not wanted:
+            return {}
+        return {"fields": {n: self.fields[n] if rows is None else rows(self.fields[n]) for n in sorted(wanted)}}
 
     def features(self, which: str) -> Tensor:
         """D features of ``'real'``, ``'fake'`` or ``'wrong_real'`` images, computed once."""
@@ -317,8 +415,11 @@ class StepState:
 class ImageSource(Protocol):
     """What a metric evaluates: a trained stack that draws images, and the data it learnt from."""
 
-    def generate(self, captions: Sequence[str], seed: int = 0) -> list[Tensor]:
-        """One image per caption from every stage: a list (per stage) of ``[N, 3, r, r]``."""
+    def generate(self, captions: Sequence[str], seed: int = 0,
+                 fields: dict[str, Tensor] | None = None) -> list[Tensor]:
+        """One image per caption from every stage: a list (per stage) of ``[N, 3, r, r]``. ``fields``:
+        per-caption conditioning fields (``{"box": [N, 4]}``), required where the stack requests them
+        (metrics that draw captions from dataset examples pass those examples' fields)."""
         ...
 
     def dataset(self, split: str) -> CaptionDataset:

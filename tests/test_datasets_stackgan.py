@@ -26,6 +26,9 @@ CLASSES = [1, 1, 2, 2, 3]
 # centre = (int(107 + 21.5), int(38 + 10)) = (128, 48).
 BOX = (107.0, 38.0, 43.0, 20.0)
 WINDOW = (96, 16, 160, 80)
+# CUB part locations (part id: x, y, visible) of every bird, in original pixels; the other parts
+# have CUB's row for an invisible part (0 0 0).
+PARTS = {7: (128.0, 48.0, 1), 11: (140.0, 30.0, 1), 2: (97.0, 79.0, 1), 14: (20.0, 100.0, 1), 8: (0.0, 0.0, 0)}
 
 
 def _bird(path: Path, shade: int) -> None:
@@ -49,15 +52,23 @@ def _embeddings(n: int) -> np.ndarray:
     return emb
 
 
-def _layout(root: Path, split: str = "train") -> Path:
+def _part_rows(image_id: int) -> list[str]:
+    """CUB's part_locs.txt rows of one image: all 15 parts, as CUB writes them."""
+    return [f"{image_id} {part} {' '.join(str(v) for v in PARTS.get(part, (0.0, 0.0, 0)))}" for part in range(1, 16)]
+
+
+def _layout(root: Path, split: str = "train", paint=None, parts: bool = True) -> Path:  # noqa: ANN001
+    """A miniature StackGAN birds layout: pickles, captions, CUB's images.txt, bounding_boxes.txt and
+    (``parts``) parts/part_locs.txt; ``paint(path, shade)`` draws each image (default :func:`_bird`)."""
     (root / split).mkdir(parents=True)
     (root / split / "filenames.pickle").write_bytes(py2_pickle(KEYS))
     (root / split / "char-CNN-RNN-embeddings.pickle").write_bytes(py2_pickle(_embeddings(len(KEYS))))
     (root / split / "class_info.pickle").write_bytes(py2_pickle(CLASSES))
     cub = root / "CUB_200_2011"
-    lines_images, lines_boxes = [], []
+    lines_images, lines_boxes, lines_parts = [], [], []
     for n, key in enumerate(KEYS, 1):
-        _bird(cub / "images" / f"{key}.jpg", shade=8 * n)
+        (paint or _bird)(cub / "images" / f"{key}.jpg", shade=8 * n)
+        lines_parts += _part_rows(n)
         text = root / "text" / f"{key}.txt"
         text.parent.mkdir(parents=True, exist_ok=True)
         text.write_text("".join(f"{key} caption {j}\n" for j in range(10)))
@@ -65,6 +76,9 @@ def _layout(root: Path, split: str = "train") -> Path:
         lines_boxes.append(f"{n} {' '.join(str(v) for v in BOX)}")
     (cub / "images.txt").write_text("\n".join(lines_images) + "\n")
     (cub / "bounding_boxes.txt").write_text("\n".join(lines_boxes) + "\n")
+    if parts:
+        (cub / "parts").mkdir()
+        (cub / "parts" / "part_locs.txt").write_text("\n".join(lines_parts) + "\n")
     return root
 
 

@@ -25,11 +25,12 @@ def test_shapes_preview_writes_pngs_and_manifest(tmp_path: Path) -> None:
     assert manifest == out / "manifest.jsonl"
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert len(records) == 6
-    assert all(set(r) == {"caption", "index", "stage", "resolution", "file", "split"} for r in records)
+    assert all(set(r) == {"caption", "index", "stage", "resolution", "file", "split", "box"} for r in records)
     assert [(r["index"], r["stage"], r["resolution"]) for r in records] == [
         (i, s, r) for i in range(3) for s, r in ((1, 8), (2, 16))]
     for r in records:
         assert r["split"] == "test" and r["caption"] == dataset[r["index"]]["caption"]
+        assert r["box"] == dataset[r["index"]]["box"].tolist()
         with Image.open(out / r["file"]) as image:
             assert image.format == "PNG" and image.size == (r["resolution"], r["resolution"])
             expected = ((dataset[r["index"]]["images"][r["stage"] - 1] + 1) * 127.5).round().byte()

@@ -244,7 +244,7 @@ def test_dataset_items_are_the_spec_renders(tmp_path: Path) -> None:
     for i in (0, 17, 39):
         item = train[i]
         scene = train.scenes[i]
-        assert set(item) == {"images", "caption", "class_id", "index"}
+        assert set(item) == {"images", "caption", "class_id", "index", "box"} and train.fields == {"box"}
         assert item["index"] == i and item["class_id"] == scene.class_id
         assert item["caption"] in shapes.captions(scene, 5, "train")
         for tensor, expected in zip(item["images"], shapes.render_stages(scene, [8, 16]), strict=True):

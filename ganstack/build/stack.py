@@ -14,6 +14,7 @@ from ganstack.build.estimate import StackSize, require_fits, saved_input_bytes, 
 from ganstack.components.shared import SharedConditionerOptions
 from ganstack.errors import PluginError, RecipeError, UserError
 from ganstack.interfaces import (
+    WORD_FIELDS,
     Condition,
     Conditioner,
     GeneratorStage,
@@ -22,6 +23,9 @@ from ganstack.interfaces import (
     StageOutput,
     TextEncoder,
     TextEncoderContext,
+    as_text_features,
+    field_requests,
+    word_dim_of,
 )
 from ganstack.recipe.resolve import ResolvedRecipe, place_of
 
@@ -70,21 +74,58 @@ class Stack(nn.Module):
         return tuple(s.resolution for s in self.stages)
 
     def generate(self, text: Tensor, z: Tensor, *, upto: int | None = None,
-                 eps: list[Tensor | None] | None = None) -> list[tuple[Condition, StageOutput]]:
-        """Run stages ``0..upto`` (all by default) on a text embedding and noise."""
-        return run_chain([(s.conditioner, s.generator) for s in self.stages], text, z, upto=upto, eps=eps)
+                 eps: list[Tensor | None] | None = None,
+                 fields: dict[str, Tensor] | None = None) -> list[tuple[Condition, StageOutput]]:
+        """Run stages ``0..upto`` (all by default) on a text embedding and noise; ``fields`` holds the
+        conditioning fields (and word features) the components request (see :func:`stack_fields`)."""
+        return run_chain([(s.conditioner, s.generator) for s in self.stages], text, z, upto=upto, eps=eps,
+                         fields=fields)
+
+    def requested_fields(self) -> frozenset[str]:
+        """Every field a component of the stack requests (``words`` as ``words`` and ``word_mask``)."""
+        return stack_fields(self)
+
+    def data_fields(self) -> frozenset[str]:
+        """The requested fields that come from the data (not the text encoder's words)."""
+        return stack_fields(self) - set(WORD_FIELDS)
+
+
+def stack_fields(stack: Stack) -> frozenset[str]:
+    """What the stack's components ask ``fields`` to hold (``ganstack.interfaces.field_requests``)."""
+    wanted: set[str] = set()
+    for s in stack.stages:
+        for m in (s.conditioner, s.generator, s.discriminator, *s.losses):
+            wanted |= field_requests(m)
+    return frozenset(wanted)
+
+
+def with_fields(module: nn.Module, fields: dict[str, Tensor] | None) -> dict[str, Any]:
+    """The keyword arguments a component is called with: ``{"fields": what it requested}``, or ``{}``
+    for one that requests nothing (called exactly as before requests existed)."""
+    wanted = field_requests(module)
+    if not wanted:
+        return {}
+    given = fields or {}
+    missing = sorted(wanted - set(given))
+    if missing:
+        raise UserError(f"a component ({type(module).__name__}) needs the conditioning field '{missing[0]}', "
+                        "which was not given", fix=f"give '{missing[0]}' for every caption (`ganstack sample` "
+                        "--box / --keypoints; in Python, generate(..., fields={...}))")
+    return {"fields": {n: given[n] for n in sorted(wanted)}}
 
 
 def run_chain(parts: Sequence[tuple[nn.Module, nn.Module]], text: Tensor, z: Tensor, *, upto: int | None = None,
               eps: Sequence[Tensor | None] | None = None,
-              with_grad: Callable[[int], bool] | None = None) -> list[tuple[Condition, StageOutput]]:
+              with_grad: Callable[[int], bool] | None = None,
+              fields: dict[str, Tensor] | None = None) -> list[tuple[Condition, StageOutput]]:
     """The stage chain, the one way sampling, evaluation and training run it: each stage's
     ``(conditioner, generator)`` on the text and the previous stage's output; ``z`` to the first only.
 
     ``eps[k]`` fixes stage ``k``'s CA noise (``None``: drawn). A conditioner object shared with an
     earlier stage runs once, in the first stage that has it (with that stage's ``eps``), and its
     condition serves every stage that shares it. ``with_grad(k)`` false runs stage ``k`` without
-    gradients (finished stages, stagewise); every stage records them by default.
+    gradients (finished stages, stagewise); every stage records them by default. A component that
+    requests fields gets what it requested from ``fields`` (:func:`with_fields`).
     """
     last = len(parts) - 1 if upto is None else upto
     results: list[tuple[Condition, StageOutput]] = []
@@ -95,10 +136,51 @@ def run_chain(parts: Sequence[tuple[nn.Module, nn.Module]], text: Tensor, z: Ten
         with contextlib.nullcontext() if with_grad is None or with_grad(k) else torch.no_grad():
             cond = conditions.get(id(conditioner))
             if cond is None:
-                cond = conditions[id(conditioner)] = conditioner(text, None if eps is None else eps[k])
-            prev = generator(z if k == 0 else None, cond, prev)
+                cond = conditions[id(conditioner)] = conditioner(text, None if eps is None else eps[k],
+                                                                 **with_fields(conditioner, fields))
+            prev = generator(z if k == 0 else None, cond, prev, **with_fields(generator, fields))
         results.append((cond, prev))
     return results
+
+
+def text_and_fields(encoded: Any, batch: dict[str, Any], wanted: frozenset[str]) -> tuple[Tensor, dict[str, Tensor]]:
+    """A text encoder's output as the sentence vector, and the fields the components ``wanted``: the
+    encoder's ``words``/``word_mask`` and the batch's own (the dataset's, checked by the trainer)."""
+    features = as_text_features(encoded)
+    fields = {n: batch[n] for n in sorted(wanted - set(WORD_FIELDS))}
+    if "words" in wanted:
+        fields["words"], fields["word_mask"] = features.words, features.mask
+    return features.sentence, fields
+
+
+EXAMPLE_WORDS = 8  # words per caption in the example word features of check --params and the estimate
+
+
+def example_fields(stack: Stack, batch: int, *, device: str | torch.device = "cpu",
+                   generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Field values for a forward pass without data: each requesting component's ``example_fields``,
+    and word features of the encoder's size where ``words`` is requested."""
+    wanted = stack_fields(stack)
+    fields: dict[str, Tensor] = {}
+    if "words" in wanted:
+        dim = word_dim_of(stack.text_encoder)
+        words = (torch.randn(batch, EXAMPLE_WORDS, dim, generator=generator) if generator is not None
+                 else torch.zeros(batch, EXAMPLE_WORDS, dim))
+        fields["words"] = words.to(device)
+        fields["word_mask"] = torch.ones(batch, EXAMPLE_WORDS, dtype=torch.bool).to(device)
+    for s in stack.stages:
+        for m in (s.conditioner, s.generator, s.discriminator, *s.losses):
+            needs = field_requests(m) - set(WORD_FIELDS) - set(fields)
+            if not needs:
+                continue
+            if not callable(getattr(m, "example_fields", None)):
+                raise PluginError(f"{type(m).__name__} requests the field(s) {', '.join(sorted(needs))} but offers "
+                                  "no example_fields(batch_size), which ganstack.interfaces.ExampleFields declares "
+                                  "for a forward pass without data (ganstack check --params)",
+                                  fix="give the plugin's module an example_fields method")
+            given = m.example_fields(batch)
+            fields.update({n: torch.as_tensor(given[n]).to(device) for n in needs if n in given})
+    return fields
 
 
 # What the core reads from each kind once built (methods are called, so a missing one fails loudly).
@@ -217,20 +299,21 @@ def _meta_activations(stack: Stack, batch: int) -> dict[str, int]:
     try:
         with torch.no_grad():
             text = torch.zeros(batch, int(stack.text_encoder.dim), device="meta")
+            fields = example_fields(stack, batch, device="meta")
             prev = None
             for i, stage in enumerate(stack.stages):
                 g_count, handles = saved_input_bytes(stage.generator_parts())
                 try:
-                    cond = stage.conditioner(text, None)
+                    cond = stage.conditioner(text, None, **with_fields(stage.conditioner, fields))
                     prev = stage.generator(torch.zeros(batch, stack.noise_dim, device="meta") if i == 0 else None,
-                                           cond, prev)
+                                           cond, prev, **with_fields(stage.generator, fields))
                 finally:
                     for h in handles:
                         h.remove()
                 d_count, handles = saved_input_bytes([stage.discriminator])
                 try:
                     d = stage.discriminator
-                    d.cond_logits(d.features(prev.image), cond, text)
+                    d.cond_logits(d.features(prev.image), cond, text, **with_fields(d, fields))
                 finally:
                     for h in handles:
                         h.remove()
@@ -245,12 +328,13 @@ def _build_stack(resolved: ResolvedRecipe, device: str) -> Stack:
     recipe = resolved.recipe
     text_encoder = build_text_encoder(resolved, device)
     text_dim = int(text_encoder.dim)
+    word_dim = word_dim_of(text_encoder)
     stages: list[Stage] = []
     in_size: int | None = None
     in_channels: int | None = None
     n = len(recipe.stages)
     for i, spec in enumerate(recipe.stages):
-        base = StageContext(index=i, num_stages=n, text_dim=text_dim, noise_dim=recipe.noise_dim)
+        base = StageContext(index=i, num_stages=n, text_dim=text_dim, noise_dim=recipe.noise_dim, word_dim=word_dim)
         source = _conditioner_source(resolved, i)
         conditioner = (stages[source].conditioner if source != i
                        else _build(resolved, f"stages[{i}].conditioner", base))
@@ -292,11 +376,12 @@ def describe_stack(stack: Stack, resolved: ResolvedRecipe, batch: int = 2) -> li
         z = torch.randn(batch, stack.noise_dim, generator=gen)
         rows.append(ModuleReport("-", "text_encoder", recipe.text_encoder.type,
                                  count_params(stack.text_encoder), tuple(text.shape)))
-        outputs = stack.generate(text, z)
+        fields = example_fields(stack, batch, generator=gen)
+        outputs = stack.generate(text, z, fields=fields)
         for i, (stage, (cond, out)) in enumerate(zip(stack.stages, outputs, strict=True)):
             spec = recipe.stages[i]
             d = stage.discriminator
-            logits = d.cond_logits(d.features(out.image), cond, text)
+            logits = d.cond_logits(d.features(out.image), cond, text, **with_fields(d, fields))
             own_conditioner = 0 if stage.shares_conditioner else count_params(stage.conditioner)
             conditioner_type = (f"shared (stage {stage.conditioner_source + 1})" if stage.shares_conditioner
                                 else spec.conditioner.type)

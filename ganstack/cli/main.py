@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolate", nargs=2, metavar=("TEXT_A", "TEXT_B"),
                    help="interpolate the condition between two sentences, noise fixed")
     p.add_argument("--steps", type=int, default=8, help="interpolation steps (with --interpolate)")
+    p.add_argument("--box", metavar="X0,Y0,X1,Y1",
+                   help="where to draw, for a run whose stack takes a box (GAWWN): fractions of the image side, "
+                   "origin top left, for every caption; outlined on the contact sheet and kept in the manifest")
+    p.add_argument("--keypoints", metavar="FILE.json",
+                   help="part locations, for a run whose stack takes keypoints: a JSON list of [x, y, visible] "
+                   "triples (fractions, origin top left), one per part, or {\"keypoints\": [...]}")
     _add_device(p)
     p.add_argument("--no-ema", action="store_true", help="use the trained weights even where the run kept an EMA")
 
@@ -174,12 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     d = data_sub.add_parser("preview", help="write real examples as PNGs with a manifest.jsonl",
                             description="Write real examples of a recipe's dataset at every stage "
-                            "resolution: one PNG per example and stage, plus manifest.jsonl.")
+                            "resolution: one PNG per example and stage, plus manifest.jsonl (with each "
+                            "example's box and keypoints where the dataset yields them).")
     d.add_argument("recipe", help="recipe YAML file or shipped recipe name")
     _add_set(d)
     d.add_argument("--split", default="train", help="train, test or holdout (shapes)")
     d.add_argument("--n", type=int, default=16, help="number of examples")
     d.add_argument("--out", required=True, help="output folder")
+    d.add_argument("--draw", action="store_true",
+                   help="draw each example's location fields over its PNGs, where the dataset yields them: the "
+                   "box as a magenta outline, each visible keypoint as a dot of its own hue (part 1 red, then "
+                   "round the colour wheel in part order); the manifest records them either way")
     return parser
 
 
@@ -421,24 +432,41 @@ def _prepare_out(out: Path) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from ganstack.sample.draw import load, read_captions, read_embeddings, write_samples
+    from ganstack.sample.fields import parse_box, read_keypoints
 
     if args.n < 1 or (args.ca_variations is not None and args.ca_variations < 1) or args.steps < 2:
         raise UserError("--n and --ca-variations must be at least 1 and --steps at least 2",
                         fix="give positive counts")
+    box = parse_box(args.box) if args.box is not None else None  # a bad value fails before the run loads
     model = load(args.run, device=args.device, ema=not args.no_ema)
+    given: dict[str, Any] = {}
+    if box is not None:
+        given["box"] = box
+    if args.keypoints is not None:
+        given["keypoints"] = read_keypoints(Path(args.keypoints), model.keypoint_count())
+    for name, flag in (("box", "--box"), ("keypoints", "--keypoints")):
+        if name in given and name not in model.needed_fields():
+            takes = ", ".join(sorted(model.needed_fields())) or "no conditioning fields"
+            raise UserError(f"{flag} was given, but this run's stack does not take a {name} (it takes {takes})",
+                            path=flag, fix=f"leave out {flag}, or sample a run trained with a stack that takes a {name}")
     texts = list(args.text) + (read_captions(Path(args.captions)) if args.captions else [])
+
+    def fields(rows: int) -> dict[str, Any]:  # the one box / set of keypoints, for every caption
+        return {name: value.expand(rows, *value.shape) for name, value in given.items()}
+
     if args.interpolate:
-        samples = model.interpolate(*args.interpolate, args.steps, seed=args.seed)
+        samples = model.interpolate(*args.interpolate, args.steps, seed=args.seed, fields=fields(1))
     elif args.ca_variations:
         if not texts:
             raise UserError("--ca-variations needs a sentence", fix='add --text "a sentence"')
-        samples = model.ca_variations(texts[0], args.ca_variations, seed=args.seed)
+        samples = model.ca_variations(texts[0], args.ca_variations, seed=args.seed, fields=fields(1))
     else:
         embeddings = read_embeddings(Path(args.embeddings)) if args.embeddings else None
         if embeddings is not None and texts and len(texts) != len(embeddings):
             raise UserError(f"{len(texts)} captions but {len(embeddings)} embedding rows", file=args.embeddings,
                             fix="give one embedding row per caption, or no captions")
-        samples = model.generate(texts, n=args.n, seed=args.seed, embeddings=embeddings)
+        count = len(embeddings) if embeddings is not None else len(texts)
+        samples = model.generate(texts, n=args.n, seed=args.seed, embeddings=embeddings, fields=fields(count))
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     out = Path(args.out) if args.out else run_dir / "samples-cli"
     result = write_samples(samples, out, stages=args.stage, resolutions=model.resolutions)
@@ -602,8 +630,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     resolved = load_recipe(args.recipe, args.overrides)
     stack = build_stack(resolved)
     dataset = build_dataset(resolved, args.split, stack.resolutions)
-    manifest = write_preview(dataset, stack.resolutions, Path(args.out), args.n, args.split)
+    manifest = write_preview(dataset, stack.resolutions, Path(args.out), args.n, args.split, draw=args.draw)
     _console().print(f"Wrote {args.n} examples x {len(stack.resolutions)} resolutions; manifest: {manifest}")
+    if args.draw and not {"box", "keypoints"} & set(getattr(dataset, "fields", ())):
+        _console().print(f"Nothing drawn: {resolved.recipe.dataset.type} gives no box or keypoints here "
+                         "(docs/datasets.md#boxes-and-keypoints says which datasets do)")
     return 0
 
 

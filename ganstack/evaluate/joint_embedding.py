@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ganstack.errors import CheckpointError, DataError
-from ganstack.interfaces import CaptionDataset
+from ganstack.interfaces import CaptionDataset, as_text_features
 from ganstack.run_folder.checkpoint import load_failure
 
 FORMAT = "ganstack-text-encoder-pretraining/1"
@@ -83,7 +83,7 @@ def retrieval(encoder: nn.Module, image_encoder: ImageEncoder, dataset: CaptionD
         for start in range(0, n, EVAL_CHUNK):
             pixels, chunk = largest_images(dataset, list(range(start, min(n, start + EVAL_CHUNK))), device)
             images.append(image_encoder(pixels))
-            texts.append(encoder.encode_text(chunk).to(device))
+            texts.append(as_text_features(encoder.encode_text(chunk)).sentence.to(device))
             captions += chunk
     finally:
         encoder.train(modes[0])

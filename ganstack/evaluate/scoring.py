@@ -66,15 +66,22 @@ class StackSource:
     def _reads_text(self) -> bool:
         return bool(self.model.stack.text_encoder.can_encode_text)
 
-    def generate(self, captions: Sequence[str], seed: int = 0) -> list[Tensor]:
+    def generate(self, captions: Sequence[str], seed: int = 0,
+                 fields: dict[str, Tensor] | None = None) -> list[Tensor]:
+        if fields is None and self.model.needed_fields():
+            name = sorted(self.model.needed_fields())[0]
+            raise UserError(f"a metric asked for images without the conditioning field '{name}', which this run's "
+                            "stack needs for every caption", path="evaluation.metrics",
+                            fix=f"use a metric that draws its captions from dataset examples and passes their "
+                            f"fields (ImageSource.generate(captions, seed, fields={{'{name}': ...}}))")
         if self._reads_text():
-            return self.model.generate(list(captions), n=1, seed=seed).images
+            return self.model.generate(list(captions), n=1, seed=seed, fields=fields).images
         missing = [c for c in captions if c not in self._embeddings]
         if missing:
             raise UserError(f"the text encoder cannot read new sentences, and '{missing[0]}' is not a caption "
                             "of the dataset", fix="evaluate on the dataset's own captions")
         emb = torch.stack([self._embeddings[c] for c in captions])
-        return self.model.generate(list(captions), n=1, seed=seed, embeddings=emb.numpy()).images
+        return self.model.generate(list(captions), n=1, seed=seed, embeddings=emb.numpy(), fields=fields).images
 
 
 def build_metric(component: Component, *, device: str, path: str, file: str | None = None,

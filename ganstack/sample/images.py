@@ -28,11 +28,17 @@ def save_png(image: Image.Image | np.ndarray, path: Path) -> None:
     write_bytes_atomic(path, lambda fh: image.save(fh, format="PNG"))
 
 
+BOX_COLOUR = (255, 0, 0)
+
+
 def contact_sheet(captions: Sequence[str], columns: Sequence[Tensor], *, cell: int | None = None,
-                  text_width: int = 220, headers: Sequence[str] | None = None) -> Image.Image:
+                  text_width: int = 220, headers: Sequence[str] | None = None,
+                  boxes: Sequence[Sequence[float] | None] | None = None) -> Image.Image:
     """One row per caption, one column per tensor ``[N, 3, r, r]`` (e.g. per stage), caption on the left.
 
     Every cell is resized (nearest) to ``cell`` pixels so low-resolution stages stay comparable.
+    ``boxes[i]`` (``(x0, y0, x1, y1)``, fractions of the side, origin top left) is outlined in red
+    over every image of row ``i``: where the stack was asked to draw.
     """
     size = cell or max(96, *(int(c.shape[-1]) for c in columns))
     pad = 4
@@ -51,5 +57,11 @@ def contact_sheet(captions: Sequence[str], columns: Sequence[Tensor], *, cell: i
         draw.multiline_text((pad, top), "\n".join(lines), fill=(0, 0, 0), font=font, spacing=2)
         for j, col in enumerate(columns):
             img = F.interpolate(col[i : i + 1].float(), size=(size, size), mode="nearest")[0]
-            sheet.paste(Image.fromarray(to_uint8(img)), (text_width + pad + j * (size + pad), top))
+            left = text_width + pad + j * (size + pad)
+            sheet.paste(Image.fromarray(to_uint8(img)), (left, top))
+            box = boxes[i] if boxes is not None and i < len(boxes) else None
+            if box is not None:
+                x0, y0, x1, y1 = (float(v) * size for v in box)
+                draw.rectangle([left + x0, top + y0, left + max(x0, x1 - 1), top + max(y0, y1 - 1)],
+                               outline=BOX_COLOUR)
     return sheet

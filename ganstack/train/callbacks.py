@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from ganstack.build.stack import Stack
+from ganstack.build.stack import Stack, text_and_fields
 from ganstack.errors import UserError
 from ganstack.recipe.resolve import ResolvedRecipe, to_data
 from ganstack.run_folder.checkpoint import rng_state, save_atomic
@@ -190,7 +190,8 @@ class SampleSheets:
         model = self.drawing.refreshed()
         batch = batch_to_device(self.batch, self.device, False)
         with isolated_rng(self.seed + 13):
-            outs = model.generate(model.text_encoder(batch), batch["z"])
+            text, fields = text_and_fields(model.text_encoder(batch), batch, model.requested_fields())
+            outs = model.generate(text, batch["z"], fields=fields)
         columns = [out.image.float().cpu() for _cond, out in outs]
         headers = [f"stage {k + 1} ({r}px)" for k, r in enumerate(model.resolutions)]
         save_png(contact_sheet(batch["caption"], columns, headers=headers), path)

@@ -36,7 +36,7 @@ from ganstack.evaluate.joint_embedding import (
     retrieval,
     retrieval_accuracy,
 )
-from ganstack.interfaces import CaptionDataset, EpochAware
+from ganstack.interfaces import CaptionDataset, EpochAware, as_text_features
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -105,7 +105,7 @@ def pretrain_char_cnn_rnn(encoder: nn.Module, dataset: CaptionDataset,
         if isinstance(dataset, EpochAware):  # each step its own crops and captions, fixed by the step
             dataset.set_epoch(step)
         images, captions = largest_images(dataset, indices, device)
-        to_image, to_text = joint_embedding_losses(encoder.encode_text(captions).to(device),
+        to_image, to_text = joint_embedding_losses(as_text_features(encoder.encode_text(captions)).sentence.to(device),
                                                    image_encoder(images))
         optimizer.zero_grad(set_to_none=True)
         ((to_image + to_text) / 2).backward()

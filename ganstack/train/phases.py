@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ganstack.build.stack import Stack, run_chain
+from ganstack.build.stack import Stack, run_chain, stack_fields, text_and_fields
 from ganstack.errors import UserError
 from ganstack.interfaces import Condition, StageOutput, StepState
 
@@ -43,6 +43,10 @@ class GeneratorPhase(nn.Module):
     """Every generator-side module (text encoder, conditioners, generators) in one forward.
 
     Stages before the first active one run without gradients (finished stages, stagewise).
+    ``chain`` runs the same modules again for ``StepState.generate`` inside the same backward: under
+    DDP it is called on the wrapped module's inner module, which is sound because it uses no parameter
+    the forward did not already use (DDP's hooks fire per parameter once the whole backward has
+    accumulated its gradient, so the second use adds to the same reduced gradient).
     """
 
     def __init__(self, stack: Stack) -> None:
@@ -50,13 +54,18 @@ class GeneratorPhase(nn.Module):
         self.text_encoder = stack.text_encoder
         self.conditioners = nn.ModuleList(s.conditioner for s in stack.stages)
         self.generators = nn.ModuleList(s.generator for s in stack.stages)
+        self.wanted = stack_fields(stack)
 
-    def forward(self, batch: dict[str, Any], z: Tensor, active: list[int],
-                train_text: bool) -> tuple[Tensor, list[tuple[Condition, StageOutput]]]:
+    def forward(self, batch: dict[str, Any], z: Tensor, active: list[int], train_text: bool
+                ) -> tuple[Tensor, dict[str, Tensor], list[tuple[Condition, StageOutput]]]:
         with contextlib.nullcontext() if train_text else torch.no_grad():
-            text = self.text_encoder(batch)
+            text, fields = text_and_fields(self.text_encoder(batch), batch, self.wanted)
+        return text, fields, self.chain(text, z, active, fields, upto=max(active))
+
+    def chain(self, text: Tensor, z: Tensor, active: list[int], fields: dict[str, Tensor],
+              *, upto: int) -> list[tuple[Condition, StageOutput]]:
         parts = list(zip(self.conditioners, self.generators, strict=True))
-        return text, run_chain(parts, text, z, upto=max(active), with_grad=lambda k: k in active)
+        return run_chain(parts, text, z, upto=upto, with_grad=lambda k: k in active, fields=fields)
 
 
 class DiscriminatorPhase(nn.Module):
@@ -73,9 +82,9 @@ class DiscriminatorPhase(nn.Module):
 
     def forward(self, real: Tensor, fake: Tensor, condition: Condition, text: Tensor,
                 wrong_real: Tensor | None, prev_fake: Tensor | None,
-                class_id: Tensor | None) -> dict[str, Tensor]:
+                class_id: Tensor | None, fields: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         state = StepState(stage=self.index, phase="d", discriminator=self.discriminator, real=real, fake=fake,
                           condition=condition, text=text, wrong_real=wrong_real, prev_fake=prev_fake,
-                          class_id=class_id)
+                          class_id=class_id, fields=fields)
         return merge_terms([loss.d_terms(state) for loss in self.losses], self.paths, self.index, "discriminator",
                            self.file)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ganstack.build.devices import autocast
 from ganstack.errors import UserError
-from ganstack.interfaces import Condition, StepState
+from ganstack.interfaces import Condition, StageOutput, StepState
 from ganstack.train import distributed
 from ganstack.train.distributed import DistInfo
 from ganstack.train.phases import DiscriminatorPhase, GeneratorPhase, merge_terms
@@ -43,6 +43,11 @@ class PhaseRecord:
 
 def _detach(cond: Condition) -> Condition:
     return Condition(*(t.detach() if t is not None else None for t in cond))
+
+
+def _detach_fields(fields: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The D phase's fields: word features carry the text encoder's graph, which D never trains."""
+    return {n: t.detach() for n, t in fields.items()}
 
 
 def _stage_of(term: str) -> int | None:
@@ -140,7 +145,7 @@ class TrainStep:
             p.requires_grad_(train_text)
         with autocast(self.device, self.amp):
             z = torch.randn(images[0].shape[0], self.noise_dim, device=self.device)
-            text, outs = self.g_phase(batch, z, active, train_text)
+            text, fields, outs = self.g_phase(batch, z, active, train_text)
 
         # Discriminator phases: only this stage's D (and its loss modules) train.
         for k in active:
@@ -148,7 +153,8 @@ class TrainStep:
             with autocast(self.device, self.amp):
                 d_terms = self.d_phases[k](images[k], outs[k][1].image.detach(), _detach(outs[k][0]),
                                            text.detach(), wrong[k] if wrong else None,
-                                           outs[k - 1][1].image.detach() if k else None, batch.get("class_id"))
+                                           outs[k - 1][1].image.detach() if k else None, batch.get("class_id"),
+                                           _detach_fields(fields))
                 total = sum(d_terms.values())
             named = {f"stage{k + 1}/{n}": t.detach() for n, t in d_terms.items()}
             phases.append(self._backward_and_step(total, [optimisers[k].discriminator], k, named))
@@ -167,7 +173,8 @@ class TrainStep:
                 step_state = StepState(stage=k, phase="g", discriminator=stage.discriminator, real=images[k],
                                        fake=outs[k][1].image, condition=outs[k][0], text=text,
                                        prev_fake=outs[k - 1][1].image if k else None,
-                                       class_id=batch.get("class_id"))
+                                       class_id=batch.get("class_id"), fields=fields,
+                                       generate=self._generator_for(k, active, fields))
                 g_terms = merge_terms([loss.g_terms(step_state) for loss in stage.losses], self.loss_paths[k], k,
                                       "generator", self.file)
                 g_total = g_total + sum(g_terms.values())
@@ -184,6 +191,19 @@ class TrainStep:
             bundle.discriminator.set_trainable(True)
             bundle.generator.set_trainable(True)
         return terms
+
+    def _generator_for(self, k: int, active: list[int], batch_fields: dict[str, Tensor]
+                       ) -> Callable[..., tuple[Condition, StageOutput]]:
+        """``StepState.generate`` for stage ``k``'s G phase: the chain up to ``k`` on another text, fresh
+        noise, gradients for the active stages, through the generator phase's own modules (inside this
+        step's one backward; see :class:`~ganstack.train.phases.GeneratorPhase` on DDP)."""
+        phase = distributed.unwrap(self.g_phase)
+
+        def generate(text: Tensor, fields: dict[str, Tensor] | None = None) -> tuple[Condition, StageOutput]:
+            z = torch.randn(text.shape[0], self.noise_dim, device=text.device)
+            return phase.chain(text, z, active, batch_fields if fields is None else fields, upto=k)[k]
+
+        return generate
 
     def _backward_and_step(self, total: Tensor, opts: list[Optimised], stage: int,
                            named: dict[str, Tensor]) -> PhaseRecord:

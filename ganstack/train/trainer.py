@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 from ganstack.build.dataset import build_dataset
 from ganstack.build.devices import amp_dtype, flush_denormals, resolve_device, retain_freed_memory
 from ganstack.build.stack import Stack, build_stack
-from ganstack.errors import CheckpointError, DataError, PluginError
-from ganstack.interfaces import REQUESTS, requests_of
+from ganstack.errors import CheckpointError, DataError, RecipeError
+from ganstack.interfaces import REQUESTS, fields_of, requests_of, word_dim_of
 from ganstack.recipe.resolve import ResolvedRecipe, recipe_from_dict
 from ganstack.run_folder.checkpoint import checkpoint_recipe, load_checkpoint
 from ganstack.run_folder.record import environment_record, write_json
@@ -57,17 +57,37 @@ def _components(stack: Stack) -> list[tuple[str, nn.Module]]:
     return parts
 
 
-def declared_requests(stack: Stack, file: str | None) -> frozenset[str]:
-    """What the built components ask the data for (``requests``), each name checked."""
+def declared_requests(stack: Stack, file: str | None, *, offered: frozenset[str] | None = None,
+                      dataset: str | None = None) -> frozenset[str]:
+    """What the built components ask for (``requests``). With ``offered`` (the dataset's ``fields``),
+    each name is checked: a core name (``ganstack.interfaces.REQUESTS``; ``words`` only from a text
+    encoder that has words) or a field the dataset offers, else a RecipeError at the component's key path."""
     wanted: set[str] = set()
     for path, module in _components(stack):
         asked = requests_of(module)
-        unknown = sorted(asked - REQUESTS)
-        if unknown:
-            raise PluginError(f"the component at {path} requests '{unknown[0]}', which the trainer cannot give",
-                              file=file, path=path, fix=f"its plugin may request: {', '.join(sorted(REQUESTS))}")
+        if offered is not None:
+            _check_requests(asked, path, stack, file, offered, dataset)
         wanted |= asked
     return frozenset(wanted)
+
+
+def _check_requests(asked: frozenset[str], path: str, stack: Stack, file: str | None, offered: frozenset[str],
+                    dataset: str | None) -> None:
+    if "words" in asked and not word_dim_of(stack.text_encoder):
+        raise RecipeError(f"the component at {path} requests 'words' (the text encoder's word features), but the "
+                          f"text encoder '{type(stack.text_encoder).__name__}' gives none (it declares no word_dim)",
+                          file=file, path=path,
+                          fix="use a text encoder that returns word features (one that declares word_dim and "
+                          "returns ganstack.interfaces.TextFeatures; `ganstack plugins show` describes each), or a "
+                          "component that needs only the sentence vector")
+    unknown = sorted(asked - REQUESTS - offered)
+    if unknown:
+        offers = ", ".join(sorted(offered)) if offered else "no conditioning fields"
+        raise RecipeError(f"the component at {path} requests '{unknown[0]}', which the dataset "
+                          f"'{dataset or '?'}' does not offer (it offers {offers}; ganstack itself gives "
+                          f"{', '.join(sorted(REQUESTS))})", file=file, path=path,
+                          fix=f"use a dataset that yields '{unknown[0]}' (it declares it in its `fields`), or a "
+                          "component that does not need it")
 
 
 class _CompileFallbacks(logging.Handler):
@@ -148,6 +168,7 @@ class Trainer:
         stack.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         want_wrong = spec.wrong_images or "wrong_images" in declared_requests(stack, resolved.file)
         self.dataset = build_dataset(resolved, "train", stack.resolutions, want_wrong=want_wrong)
+        declared_requests(stack, resolved.file, offered=fields_of(self.dataset), dataset=self.recipe.dataset.type)
         n = len(stack.stages)
         self.blocks = [list(range(n))] if spec.schedule == "joint" else [[k] for k in range(n)]
         for b in range(len(self.blocks)):

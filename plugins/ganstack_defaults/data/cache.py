@@ -3,7 +3,9 @@
 A cache is three files named by a key over everything that shapes its content (file list with
 sizes and times, crop boxes, load size, options): ``<stem>.pixels.npy`` (all images, flattened
 and concatenated), ``<stem>.meta.json`` (what it holds, and which files could not be decoded)
-and ``<stem>.index.npy`` (offset, height, width per image; height 0 marks an undecodable one).
+and ``<stem>.index.npy`` (per image: offset, height, width, and the ``left, top, right, bottom`` of
+the original image that was stored, so boxes and keypoints can follow; height 0 marks an
+undecodable one).
 Each is written to a temporary file and moved into place, the index last, so a cache is either
 complete or absent, and two processes building one at once both end up with a whole one.
 """
@@ -25,11 +27,11 @@ from PIL import Image
 
 from ganstack.atomic import atomic_write, write_bytes_atomic, write_text_atomic
 from ganstack.errors import DataError
-from ganstack_defaults.data.transforms import Box, prepare, stored_size
+from ganstack_defaults.data.transforms import Box, prepare, region, scaled_size
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the index records each image's stored region
 # What Pillow raises for files it cannot decode (truncated, not an image, absurdly large).
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -65,7 +67,9 @@ class ImageStore:
     """The decodable images of a built cache, in order; pickles cheaply (workers re-open the map).
 
     ``usable`` holds their positions in the list the cache was built from, ``skipped`` says why
-    each of the others could not be decoded.
+    each of the others could not be decoded; ``regions[i]`` is the ``(left, top, right, bottom)`` of
+    the original image that image ``i`` shows, in the original's pixels, and ``sizes[i]`` its stored
+    ``(width, height)``.
     """
 
     def __init__(self, stem: Path) -> None:
@@ -73,6 +77,8 @@ class ImageStore:
         index = np.load(f"{stem}.index.npy")
         self.usable = np.flatnonzero(index[:, 1] > 0)
         self._index = index[self.usable]
+        self.regions = self._index[:, 3:7].astype(np.float64)
+        self.sizes = self._index[:, [2, 1]].astype(np.float64)  # (width, height) as stored
         self.skipped: list[str] = list(json.loads(Path(f"{stem}.meta.json").read_text())["undecodable"].values())
         self._pixels: np.ndarray | None = None
 
@@ -82,20 +88,22 @@ class ImageStore:
     def __getitem__(self, i: int) -> np.ndarray:
         if self._pixels is None:
             self._pixels = np.load(f"{self.stem}.pixels.npy", mmap_mode="r")
-        offset, height, width = (int(v) for v in self._index[i])
+        offset, height, width = (int(v) for v in self._index[i, :3])
         return np.asarray(self._pixels[offset:offset + height * width * 3]).reshape(height, width, 3)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_pixels": None}
 
 
-def _open_size(image: ImageFile, shorter: int) -> tuple[int, int] | str:
-    """Stored ``(width, height)`` read from the header, or why the file cannot be read."""
+def _open_size(image: ImageFile, shorter: int) -> tuple[int, int, int, int, int, int] | str:
+    """Stored ``(width, height)`` and the stored region ``(left, top, right, bottom)`` of the original,
+    read from the header; or why the file cannot be read."""
     try:
         with Image.open(image.path) as im:
-            return stored_size(im.width, im.height, image.box, shorter)
+            left, top, right, bottom = region(im.width, im.height, image.box)
     except DECODE_ERRORS as exc:
         return f"{type(exc).__name__}: {exc}"
+    return (*scaled_size(right - left, bottom - top, shorter), left, top, right, bottom)
 
 
 def _decode_into(out: np.ndarray, image: ImageFile, shorter: int, shape: tuple[int, int]) -> str | None:
@@ -116,17 +124,17 @@ def _build(stem: Path, images: Sequence[ImageFile], shorter: int, description: d
     with ThreadPoolExecutor(workers) as pool:
         sizes = list(pool.map(lambda im: _open_size(im, shorter), images))
         reasons = {i: s for i, s in enumerate(sizes) if isinstance(s, str)}
-        index = np.zeros((len(images), 3), dtype=np.int64)
+        index = np.zeros((len(images), 7), dtype=np.int64)
         offset = 0
         for i, size in enumerate(sizes):
             if not isinstance(size, str):
-                index[i] = offset, size[1], size[0]
+                index[i] = offset, size[1], size[0], *size[2:]
                 offset += size[0] * size[1] * 3
 
         def fill(tmp: Path) -> None:
             pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(offset, 1),))
             jobs = [(i, pool.submit(_decode_into, pixels[o:o + h * w * 3], images[i], shorter, (h, w)))
-                    for i, (o, h, w) in enumerate(index) if h]
+                    for i, (o, h, w) in enumerate(index[:, :3]) if h]
             for i, job in jobs:
                 if (reason := job.result()) is not None:
                     reasons[i] = reason

@@ -10,6 +10,8 @@ pass), never from a process's global generator: whichever data-loading worker se
 whether the pass started at its beginning or was resumed in its middle, the example is the same.
 Other splits are fixed: centre crop, no flip, the first caption (and the first
 ``embeddings_per_sample`` embeddings), and a wrong image drawn from ``(seed, index)``.
+An example's ``box`` and ``keypoints`` (where the reader gives :class:`Locations`) go through the
+very crop and flip its images do.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ganstack.errors import DataError
-from ganstack_defaults.data.transforms import Resize, crop_stages, resize_square, to_tensor
+from ganstack_defaults.data.locations import Locations
+from ganstack_defaults.data.transforms import Crop, Resize, crop_stages, draw_crop, resize_square, to_tensor
 
 
 class CaptionImageDataset(Dataset):
@@ -31,18 +34,23 @@ class CaptionImageDataset(Dataset):
     ``images[i]`` is an ``[H, W, 3]`` uint8 array; ``captions[i]`` its captions, caption ``j``
     pairing with ``embeddings[i, j]``; ``class_ids[i]`` is ``-1`` when unknown. A training access
     averages ``embeddings_per_sample`` distinct random embeddings (1: the PyTorch port; 4: the
-    TensorFlow code) and returns the caption of the first.
+    TensorFlow code) and returns the caption of the first. ``locations`` (one entry per image, in
+    stored-image pixels) adds the ``box`` / ``keypoints`` fields, declared in :attr:`fields`;
+    ``missing_fields`` says, per field the layout could have given, why it does not (for messages).
     """
 
     def __init__(self, *, images: Sequence[np.ndarray], captions: Sequence[Sequence[str]],
                  class_ids: Sequence[int], resolutions: Sequence[int], train: bool, seed: int = 0,
                  want_wrong: bool = False, flip: bool = True, embeddings: np.ndarray | None = None,
                  embeddings_per_sample: int = 1, resize: Resize = resize_square,
-                 fingerprint: str = "", skipped: Sequence[str] = ()) -> None:
+                 fingerprint: str = "", skipped: Sequence[str] = (), locations: Locations | None = None,
+                 missing_fields: dict[str, str] | None = None) -> None:
         if not len(images) == len(captions) == len(class_ids):
             raise ValueError("images, captions and class_ids differ in length")
         if embeddings is not None and len(embeddings) != len(images):
             raise ValueError("embeddings and images differ in length")
+        if locations is not None and locations.fields and len(locations) != len(images):
+            raise ValueError("locations and images differ in length")
         if not len(images):
             raise DataError("the dataset split has no usable examples",
                             fix="check the data folder and split, or see the skipped files in the cache's meta.json")
@@ -64,6 +72,9 @@ class CaptionImageDataset(Dataset):
         self.resize = resize
         self.fingerprint = fingerprint  # identifies the data and options, for caches of derived data
         self.skipped = list(skipped)  # undecodable files left out
+        self.locations = locations or Locations()
+        self.fields: frozenset[str] = self.locations.fields  # conditioning fields every example has
+        self.missing_fields = dict(missing_fields or {})
         self._by_class, self._class_span = self._class_order()
 
     def _class_order(self) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -92,10 +103,12 @@ class CaptionImageDataset(Dataset):
             return np.random.default_rng((seed, self.epoch, index))
         return np.random.default_rng((seed, index))
 
-    def _stages(self, index: int, rng: np.random.Generator) -> list[torch.Tensor]:
-        stages = crop_stages(self.images[index], self.resolutions, rng if self.train else None,
-                             self.flip, self.resize)
-        return [to_tensor(s) for s in stages]
+    def _crop(self, pixels: np.ndarray, rng: np.random.Generator) -> Crop:
+        height, width = pixels.shape[:2]
+        return draw_crop(height, width, max(self.resolutions), rng if self.train else None, self.flip)
+
+    def _stages(self, pixels: np.ndarray, crop: Crop) -> list[torch.Tensor]:
+        return [to_tensor(s) for s in crop_stages(pixels, self.resolutions, crop, self.resize)]
 
     def _wrong_index(self, index: int, rng: np.random.Generator) -> int:
         if self._by_class is None or self._class_span is None:
@@ -112,17 +125,21 @@ class CaptionImageDataset(Dataset):
         choices = len(captions) if self.embeddings is None else min(len(captions), self.embeddings.shape[1])
         k = min(self.embeddings_per_sample, choices)
         chosen = rng.choice(choices, size=k, replace=False) if self.train else np.arange(k)
+        pixels = self.images[index]
+        crop = self._crop(pixels, rng)
         item: dict[str, Any] = {
-            "images": self._stages(index, rng),
+            "images": self._stages(pixels, crop),
             "caption": captions[int(chosen[0])],
             "class_id": int(self.class_ids[index]),
             "index": index,
+            **self.locations.place(index, crop),
         }
         if self.embeddings is not None:
             item["embedding"] = torch.from_numpy(
                 np.asarray(self.embeddings[index, chosen], dtype=np.float32).mean(axis=0))
         if self.want_wrong:
-            item["wrong_images"] = self._stages(self._wrong_index(index, rng), rng)
+            wrong = self.images[self._wrong_index(index, rng)]
+            item["wrong_images"] = self._stages(wrong, self._crop(wrong, rng))
         return item
 
     def caption_item(self, index: int, caption: int) -> dict[str, Any]:

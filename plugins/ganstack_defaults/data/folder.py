@@ -2,20 +2,24 @@
 
 Captions come from ``<root>/captions.jsonl`` (option ``captions``), one JSON object a line::
 
-    {"image": "rel/path.jpg", "captions": ["a caption", "another"], "class": "optional"}
+    {"image": "rel/path.jpg", "captions": ["a caption", "another"], "class": "optional",
+     "box": [0.1, 0.2, 0.8, 0.9]}
 
 or, when that default file is absent, from a ``.txt`` beside each image (one caption a line).
 Image paths are relative to ``root``. Classes (ints, or names numbered in sorted order over the
 whole folder) choose the mismatched images; without them any other image is used. ``test`` holds
 ``test_fraction`` of the images, picked by a hash of ``seed`` and each image's path, so the split
 stays put when images are added. Images go through the StackGAN pipeline (shorter side to
-``r*76/64``, random crop, flip).
+``r*76/64``, random crop, flip). ``box`` (optional): where the subject is, ``[x0, y0, x1, y1]`` in
+fractions of the original image, origin top left; when any image has one, every example has the
+``box`` field, following the image's crop and flip, and an image without one has the whole image.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +29,9 @@ import numpy as np
 from ganstack.errors import DataError
 from ganstack.interfaces import DataContext
 from ganstack.reading import read_text
-from ganstack_defaults.data.cache import ImageFile, cache_key, cached_images
+from ganstack_defaults.data.cache import ImageFile, ImageStore, cache_key, cached_images
 from ganstack_defaults.data.dataset import CaptionImageDataset
+from ganstack_defaults.data.locations import Locations, to_stored
 from ganstack_defaults.data.paths import DOCS, non_empty, path_problem, resolve_root
 from ganstack_defaults.data.transforms import load_size
 
@@ -69,6 +74,7 @@ class Record:
     key: str
     captions: list[str]
     label: int | str | None = None
+    box: tuple[float, float, float, float] | None = None  # fractions of the original image
 
 
 def _bad_line(path: Path, number: int, problem: str, fix: str | None = None) -> DataError:
@@ -104,7 +110,22 @@ def _parse_line(path: Path, number: int, line: str, root: Path) -> Record:
     if not image.is_file():
         raise DataError(f"line {number} names a missing image", file=str(image),
                         fix=f"fix the path in {path.name} (paths are relative to `root`) or add the image")
-    return Record(image, entry["image"], captions, label)
+    return Record(image, entry["image"], captions, label, _box(path, number, entry.get("box")))
+
+
+def _box(path: Path, number: int, value: object) -> tuple[float, float, float, float] | None:
+    """A line's ``box``: four numbers, fractions of the image with ``0 <= x0 < x1 <= 1`` (and so for y)."""
+    if value is None:
+        return None
+    numbers = isinstance(value, list) and len(value) == 4 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not numbers or not (0 <= value[0] < value[2] <= 1 and 0 <= value[1] < value[3] <= 1):  # type: ignore[index]
+        raise _bad_line(path, number, f"'box' is {json.dumps(value)}; it must be [x0, y0, x1, y1], fractions of "
+                        "the image (origin top left) with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1",
+                        fix="give the box in fractions of the image's width and height (pixels divided by the "
+                        f"side), or leave `box` out for the whole image; see {DOCS}")
+    x0, y0, x1, y1 = (float(v) for v in value)  # type: ignore[union-attr]
+    return x0, y0, x1, y1
 
 
 def _read_jsonl(path: Path, root: Path) -> list[Record]:
@@ -164,6 +185,13 @@ def held_out_positions(records: list[Record], fraction: float, seed: int) -> set
     return set(ranked[:count])
 
 
+def _locations(records: list[Record], store: ImageStore) -> Locations:
+    """Each image's box (the whole image where it has none) in stored-image pixels."""
+    fractions = np.array([r.box or (0.0, 0.0, 1.0, 1.0) for r in records]).reshape(-1, 2, 2)
+    origin, side = store.regions[:, None, :2], store.regions[:, None, 2:] - store.regions[:, None, :2]
+    return Locations(boxes=to_stored(origin + fractions * side, store.regions, store.sizes).reshape(-1, 4))
+
+
 def build_captioned_folder(options: CaptionedFolderOptions, ctx: DataContext) -> CaptionImageDataset:
     """The ``train`` or ``test`` part of a folder of captioned images."""
     name = "captioned-folder"
@@ -183,6 +211,8 @@ def build_captioned_folder(options: CaptionedFolderOptions, ctx: DataContext) ->
                           load_size(max(ctx.resolutions)), skip_corrupt=options.skip_corrupt)
     keep = [chosen[i] for i in store.usable]
     return CaptionImageDataset(
+        locations=_locations([records[i] for i in keep], store) if any(r.box for r in records) else None,
+        missing_fields={} if any(r.box for r in records) else {"box": f"no image in {options.captions} has a 'box'"},
         images=store, captions=[records[i].captions for i in keep], class_ids=ids[keep],
         resolutions=ctx.resolutions, train=split == "train", seed=ctx.seed, want_wrong=ctx.want_wrong,
         flip=options.flip, fingerprint=cache_key([name, split, store.stem.name, attrs.asdict(options)]),

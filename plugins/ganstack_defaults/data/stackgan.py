@@ -9,6 +9,8 @@ Layout, relative to ``root`` (``split`` is ``train`` or ``test``)::
                                             (default text/, else StackGAN's download name text_c10/)
     <image_dir>[/images]/<key>.jpg          the image
     <image_dir>/images.txt, bounding_boxes.txt   CUB's boxes (x, y, w, h), read when ``crop_boxes``
+                                            (or, with it off, when both are there): the ``box`` field
+    <image_dir>/parts/part_locs.txt         CUB's 15 part locations, read when there: ``keypoints``
 
 Text files and images not at their key's path are also found by file name anywhere below their
 folder (Oxford-102's captions unpack as ``text_c10/class_*/image_*.txt``). Without
@@ -29,8 +31,10 @@ from ganstack.errors import DataError
 from ganstack.interfaces import DataContext
 from ganstack.reading import read_text
 from ganstack.safe_pickle import load_pickle
-from ganstack_defaults.data.cache import ImageFile, cache_key, cached_images
+from ganstack_defaults.data import cub
+from ganstack_defaults.data.cache import ImageFile, ImageStore, cache_key, cached_images
 from ganstack_defaults.data.dataset import CaptionImageDataset
+from ganstack_defaults.data.locations import CUB_PARTS, Locations, mirror_order, to_stored
 from ganstack_defaults.data.paths import DOCS, FileFinder, non_empty, path_problem, resolve_root
 from ganstack_defaults.data.transforms import Box, load_size
 
@@ -51,14 +55,21 @@ class StackGANBirdsOptions:
     (examples, captions, dim); ``null`` reads none, for a text encoder that reads the captions
     instead; ``crop_boxes``: crop each bird to a square of side 1.5 times the larger side of its CUB
     bounding box, centred on the box and clamped to the image, as StackGAN does (reads
-    ``images.txt`` and ``bounding_boxes.txt`` in ``image_dir``); ``image_dir``: folder under
+    ``images.txt`` and ``bounding_boxes.txt`` in ``image_dir``; each example then has its ``box``
+    field, which it also has with this off where both files are there); ``image_dir``: folder under
     ``root`` where CUB-200-2011 is unpacked: images at ``images/<key>.jpg``, with the box tables
     beside ``images/``; ``text_dir``: folder under ``root`` of the ``<key>.txt`` caption files, one
     caption a line, line j pairing with embedding j; files elsewhere below it are found by name;
     left at ``text`` and with no such folder, ``text_c10`` (the name in StackGAN's downloads) is read;
     ``flip``: mirror half the training crops at random, as StackGAN does (turn off when captions say
     left or right); ``skip_corrupt``: leave out images that cannot be decoded (logged, and listed in
-    the cache's ``.meta.json``) instead of stopping with an error that names the first
+    the cache's ``.meta.json``) instead of stopping with an error that names the first;
+    ``part_locs``: CUB's part locations under ``image_dir`` (image id, part id 1..15, x, y, visible),
+    read when the file is there: each example then has the ``keypoints`` field (CUB's 15 parts in its
+    order); a path you set must exist; ``null`` reads none; ``swap_sides_on_flip``: in a mirrored
+    training crop, each left part (eye, leg, wing) takes its right part's place and back, so part 7
+    is still the left eye of the bird the picture shows; ``false`` keeps the part numbers, as GAWWN's
+    code does
     """
 
     root: str = attrs.field(default="Data/birds", validator=non_empty)
@@ -70,6 +81,8 @@ class StackGANBirdsOptions:
     text_dir: str = attrs.field(default="text", validator=non_empty)
     flip: bool = True
     skip_corrupt: bool = False
+    part_locs: str | None = cub.PART_LOCS
+    swap_sides_on_flip: bool = True
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -78,12 +91,15 @@ class StackGANFlowersOptions(StackGANBirdsOptions):
 
     ``crop_boxes``: off, as Oxford-102 has no bounding boxes (on, it reads CUB-style ``images.txt``
     and ``bounding_boxes.txt`` in ``image_dir``); ``image_dir``: folder under ``root`` holding the
-    Oxford-102 images (its archive unpacks as ``jpg/``); images are found by file name
+    Oxford-102 images (its archive unpacks as ``jpg/``); images are found by file name;
+    ``part_locs``: none, as Oxford-102 has no part locations (a CUB-style ``part_locs.txt`` under
+    ``image_dir`` named here gives ``keypoints``)
     """
 
     root: str = attrs.field(default="Data/flowers", validator=non_empty)
     crop_boxes: bool = False
     image_dir: str = "jpg"
+    part_locs: str | None = None
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -94,12 +110,14 @@ class StackGANCocoOptions(StackGANBirdsOptions):
     ``root``: the folder holding ``train/`` and ``test/`` and the COCO images (absolute, or relative
     to the recipe's folder, then to the working folder); ``crop_boxes``: off, as COCO has no
     CUB-style box tables; ``image_dir``: folder under ``root`` searched for each ``<name>.jpg``;
-    empty (default) searches ``root`` itself, so ``train2014/`` and ``val2014/`` are both found
+    empty (default) searches ``root`` itself, so ``train2014/`` and ``val2014/`` are both found;
+    ``part_locs``: none, as COCO has no CUB-style part locations
     """
 
     root: str = attrs.field(default="Data/coco", validator=non_empty)
     crop_boxes: bool = False
     image_dir: str = ""
+    part_locs: str | None = None
 
 
 def _missing(path: Path, dataset: str, what: str) -> DataError:
@@ -219,43 +237,57 @@ def _captions(text_dir: Path, keys: list[str], dataset: str) -> list[list[str]]:
     return captions
 
 
-def _read_table(path: Path, dataset: str, columns: int) -> dict[str, list[str]]:
-    """``id -> fields`` of a whitespace-separated CUB table."""
-    if not path.is_file():
-        raise _missing(path, dataset, "CUB's bounding boxes (crop_boxes is on)")
-    rows = {}
-    for number, line in enumerate(read_text(path, what="CUB table", error=DataError).splitlines(), 1):
-        if line.strip():
-            fields = line.split()
-            if len(fields) != columns:
-                raise DataError(f"line {number}: expected {columns} fields, found {len(fields)}", file=str(path),
-                                fix="restore the file from the CUB_200_2011 download")
-            rows[fields[0]] = fields[1:]
-    return rows
+@attrs.frozen
+class _Tables:
+    """What CUB's tables give a split: boxes and part locations by key (``None``: not offered), and why
+    a field is not offered."""
+
+    boxes: dict[str, Box] | None
+    parts: dict[str, np.ndarray] | None
+    missing: dict[str, str]
 
 
-def _box(fields: list[str]) -> Box:
-    x, y, w, h = (float(v) for v in fields)
-    return x, y, w, h
+def _tables(folder: Path, keys: list[str], options: StackGANBirdsOptions) -> _Tables:
+    """CUB's boxes (required by ``crop_boxes``; with it off, read when both tables are there) and part
+    locations (read when ``part_locs`` is there; required when set to another path)."""
+    missing: dict[str, str] = {}
+    has_tables = (folder / cub.IMAGES).is_file() and (folder / cub.BOXES).is_file()
+    want_boxes = options.crop_boxes or has_tables
+    parts_path = folder / options.part_locs if options.part_locs else None
+    default_parts = options.part_locs == attrs.fields(type(options)).part_locs.default
+    want_parts = parts_path is not None and (parts_path.is_file() or not default_parts)
+    ids = cub.image_ids(folder, "crop_boxes is on" if options.crop_boxes else "to match part locations to images") \
+        if want_boxes or want_parts else {}
+    boxes = cub.read_boxes(folder, ids, "crop_boxes is on") if want_boxes else None
+    if boxes is not None:
+        lacking = [k for k in keys if k not in boxes]
+        if lacking and options.crop_boxes:
+            raise DataError(f"no bounding box for '{lacking[0]}'", file=str(folder / cub.IMAGES),
+                            fix="use CUB_200_2011's own images.txt and bounding_boxes.txt, or set `crop_boxes: false`")
+        if lacking:
+            missing["box"] = f"'{lacking[0]}' has no box in {folder / cub.BOXES}"
+            boxes = None
+    else:
+        missing["box"] = f"no {cub.IMAGES} and {cub.BOXES} in {folder}"
+    parts = cub.read_parts(parts_path, ids) if want_parts and parts_path is not None else None
+    if parts is not None:
+        lacking = [k for k in keys if k not in parts]
+        if lacking:
+            raise DataError(f"no part locations for '{lacking[0]}'", file=str(parts_path),
+                            fix="use the images.txt and part_locs.txt of one CUB_200_2011 download, or set "
+                            "`part_locs: null` to read no keypoints")
+    else:
+        missing["keypoints"] = (f"no {parts_path} (option `part_locs`)" if parts_path is not None
+                                else "`part_locs` is null")
+    return _Tables(boxes, parts, missing)
 
 
-def _boxes(image_dir: Path, dataset: str) -> dict[str, Box]:
-    """CUB's boxes keyed like filenames.pickle (the image path without ``.jpg``)."""
-    names = _read_table(image_dir / "images.txt", dataset, 2)
-    boxes = _read_table(image_dir / "bounding_boxes.txt", dataset, 5)
-    try:
-        return {str(Path(names[i][0]).with_suffix("")): _box(boxes[i]) for i in names if i in boxes}
-    except ValueError as exc:
-        raise DataError(f"bad number in bounding boxes: {exc}", file=str(image_dir / "bounding_boxes.txt"),
-                        fix="restore the file from the CUB_200_2011 download") from None
-
-
-def _image_files(root: Path, keys: list[str], options: StackGANBirdsOptions, dataset: str) -> list[ImageFile]:
+def _image_files(root: Path, keys: list[str], options: StackGANBirdsOptions, dataset: str,
+                 boxes: dict[str, Box] | None) -> list[ImageFile]:
     folder = root / options.image_dir
     if (folder / "images").is_dir():
         folder = folder / "images"
     finder = FileFinder(folder, ".jpg")
-    boxes = _boxes(root / options.image_dir, dataset) if options.crop_boxes else {}
     files = []
     for key in keys:
         path = finder.find(key)
@@ -263,12 +295,20 @@ def _image_files(root: Path, keys: list[str], options: StackGANBirdsOptions, dat
             raise DataError(f"no image for '{key}'", file=str(finder.expected(key)),
                             fix=f"set `image_dir` to the folder holding the {dataset} images; {DOCS} says "
                             "where to get them")
-        if options.crop_boxes and key not in boxes:
-            raise DataError(f"no bounding box for '{key}'", file=str(root / options.image_dir / "images.txt"),
-                            fix="use CUB_200_2011's own images.txt and bounding_boxes.txt, or set "
-                            "`crop_boxes: false`")
-        files.append(ImageFile(path, boxes.get(key)))
+        files.append(ImageFile(path, boxes[key] if options.crop_boxes and boxes is not None else None))
     return files
+
+
+def _locations(tables: _Tables, keys: list[str], store: ImageStore, options: StackGANBirdsOptions) -> Locations:
+    """The kept examples' boxes and keypoints in stored-image pixels."""
+    boxes = keypoints = None
+    if tables.boxes is not None:
+        corners = np.array([[(x, y), (x + w, y + h)] for x, y, w, h in (tables.boxes[k] for k in keys)])
+        boxes = to_stored(corners, store.regions, store.sizes).reshape(len(keys), 4)
+    if tables.parts is not None:
+        keypoints = np.stack([tables.parts[k] for k in keys])
+        keypoints[..., :2] = to_stored(keypoints[..., :2], store.regions, store.sizes)
+    return Locations(boxes, keypoints, mirror_order(CUB_PARTS) if options.swap_sides_on_flip else None)
 
 
 def build_stackgan(dataset: str, options: StackGANBirdsOptions, ctx: DataContext) -> CaptionImageDataset:
@@ -285,7 +325,8 @@ def build_stackgan(dataset: str, options: StackGANBirdsOptions, ctx: DataContext
                   if options.embeddings_file else None)
     class_ids = _class_ids(split_dir, keys)
     captions = _captions(_text_folder(root, options, dataset), keys, dataset)
-    files = _image_files(root, keys, options, dataset)
+    tables = _tables(root / options.image_dir, keys, options)
+    files = _image_files(root, keys, options, dataset, tables.boxes)
     store = cached_images(ctx.cache_dir, f"{dataset}-{split}", files, load_size(max(ctx.resolutions)),
                           skip_corrupt=options.skip_corrupt)
     keep = store.usable
@@ -296,6 +337,7 @@ def build_stackgan(dataset: str, options: StackGANBirdsOptions, ctx: DataContext
         resolutions=ctx.resolutions, train=split == "train", seed=ctx.seed, want_wrong=ctx.want_wrong,
         flip=options.flip, embeddings_per_sample=options.embeddings_per_sample,
         fingerprint=cache_key([dataset, split, store.stem.name, attrs.asdict(options)]), skipped=store.skipped,
+        locations=_locations(tables, [keys[i] for i in keep], store, options), missing_fields=tables.missing,
     )
 
 

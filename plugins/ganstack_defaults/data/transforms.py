@@ -4,12 +4,15 @@ Decode time (once, cached): crop a bird's bounding box (a square of side 1.5*max
 the box, clamped to the image), then resize so the shorter side is the load size, ``r*76/64`` for
 the largest stage resolution ``r``. Access time: crop ``r`` (random for training, centre
 otherwise), maybe flip, resize that same crop down for the smaller stages, scale to [-1, 1].
+:class:`Crop` records the access-time choice, so boxes and keypoints
+(:mod:`ganstack_defaults.data.locations`) follow the pixels exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import attrs
 import numpy as np
 import torch
 from PIL import Image
@@ -31,19 +34,16 @@ def box_crop(width: int, height: int, box: Box) -> tuple[int, int, int, int]:
     return max(0, cx - half), max(0, cy - half), min(width, cx + half), min(height, cy + half)
 
 
+def region(width: int, height: int, box: Box | None) -> tuple[int, int, int, int]:
+    """``(left, top, right, bottom)`` of the original image that is stored: the box crop, or all of it."""
+    return (0, 0, width, height) if box is None else box_crop(width, height, box)
+
+
 def scaled_size(width: int, height: int, shorter: int) -> tuple[int, int]:
     """``(width, height)`` once the shorter side is ``shorter``, keeping the aspect ratio."""
     if width <= height:
         return shorter, int(shorter * height / width)
     return int(shorter * width / height), shorter
-
-
-def stored_size(width: int, height: int, box: Box | None, shorter: int) -> tuple[int, int]:
-    """The ``(width, height)`` :func:`prepare` gives an image of this size, without decoding it."""
-    if box is not None:
-        left, top, right, bottom = box_crop(width, height, box)
-        width, height = right - left, bottom - top
-    return scaled_size(width, height, shorter)
 
 
 def prepare(image: Image.Image, box: Box | None, shorter: int) -> np.ndarray:
@@ -60,22 +60,32 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
 
 
-def crop_stages(pixels: np.ndarray, resolutions: Sequence[int], rng: np.random.Generator | None,
-                flip: bool, resize: Resize = resize_square) -> list[np.ndarray]:
-    """One crop of the largest resolution, resized for each stage, so all stages see one picture.
+@attrs.frozen
+class Crop:
+    """The access-time square: ``size`` pixels from (``left``, ``top``) of the stored image, mirrored
+    left to right when ``mirror``."""
 
-    ``rng`` given: random crop and (when ``flip``) a coin-flip mirror; ``None``: centre crop.
-    """
-    size = max(resolutions)
-    height, width = pixels.shape[:2]
+    top: int
+    left: int
+    size: int
+    mirror: bool = False
+
+
+def draw_crop(height: int, width: int, size: int, rng: np.random.Generator | None, flip: bool) -> Crop:
+    """``rng`` given: a random place and (when ``flip``) a coin-flip mirror; ``None``: the centre, unmirrored."""
     if rng is None:
-        top, left, mirror = (height - size) // 2, (width - size) // 2, False
-    else:
-        top, left = int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
-        mirror = flip and bool(rng.random() < 0.5)
-    crop = pixels[top:top + size, left:left + size]
-    crop = np.ascontiguousarray(crop[:, ::-1] if mirror else crop)
-    return [crop if r == size else resize(crop, r) for r in resolutions]
+        return Crop((height - size) // 2, (width - size) // 2, size)
+    top, left = int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
+    return Crop(top, left, size, flip and bool(rng.random() < 0.5))
+
+
+def crop_stages(pixels: np.ndarray, resolutions: Sequence[int], crop: Crop,
+                resize: Resize = resize_square) -> list[np.ndarray]:
+    """One crop of the largest resolution (``crop.size``), resized for each stage, so all stages see
+    one picture."""
+    crop_pixels = pixels[crop.top:crop.top + crop.size, crop.left:crop.left + crop.size]
+    crop_pixels = np.ascontiguousarray(crop_pixels[:, ::-1] if crop.mirror else crop_pixels)
+    return [crop_pixels if r == crop.size else resize(crop_pixels, r) for r in resolutions]
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -70,20 +70,22 @@ class MatchingAwareLoss(nn.Module):
         d = step.discriminator
         cond = step.condition
         real = wrong = real_u = None
+        own = step.d_fields()  # {} for a discriminator that requests no fields (called as before)
         if with_wrong:
             real_f = step.features("real")
-            real = d.cond_logits(real_f, cond, step.text)
+            real = d.cond_logits(real_f, cond, step.text, **own)
             if self.options.wrong == "class" and step.wrong_real is not None:
-                wrong = d.cond_logits(step.features("wrong_real"), cond, step.text)
+                wrong = d.cond_logits(step.features("wrong_real"), cond, step.text, **own)
             elif self.options.wrong == "port":
-                wrong = d.cond_logits(real_f[:-1], _from_second(cond), step.text[1:])
+                wrong = d.cond_logits(real_f[:-1], _from_second(cond), step.text[1:], **step.d_fields(lambda t: t[1:]))
             else:
-                wrong = d.cond_logits(real_f, _shifted(cond), step.text.roll(1, dims=0))
+                wrong = d.cond_logits(real_f, _shifted(cond), step.text.roll(1, dims=0),
+                                      **step.d_fields(lambda t: t.roll(1, dims=0)))
         fake_f = step.features("fake")
-        fake = d.cond_logits(fake_f, cond, step.text)
+        fake = d.cond_logits(fake_f, cond, step.text, **own)
         if with_wrong and self.options.uncond_weight:
-            real_u = d.uncond_logits(step.features("real"))
-        fake_u = d.uncond_logits(fake_f) if self.options.uncond_weight else None
+            real_u = d.uncond_logits(step.features("real"), **own)
+        fake_u = d.uncond_logits(fake_f, **own) if self.options.uncond_weight else None
         return _Logits(real, wrong, fake, real_u, fake_u)
 
     @staticmethod

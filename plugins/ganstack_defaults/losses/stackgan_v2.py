@@ -58,20 +58,22 @@ class StackGANv2Loss(nn.Module):
         d = step.discriminator
         cond = _detached(step.condition)  # D's phase never trains the conditioner
         real_f, wrong_f, fake_f = step.features("real"), step.features("wrong_real"), step.features("fake")
-        terms = {"d_real": _bce(d.cond_logits(real_f, cond, step.text), 1.0),
-                 "d_wrong": _bce(d.cond_logits(wrong_f, cond, step.text), 0.0),
-                 "d_fake": _bce(d.cond_logits(fake_f, cond, step.text), 0.0)}
+        own = step.d_fields()  # {} for a discriminator that requests no fields
+        terms = {"d_real": _bce(d.cond_logits(real_f, cond, step.text, **own), 1.0),
+                 "d_wrong": _bce(d.cond_logits(wrong_f, cond, step.text, **own), 0.0),
+                 "d_fake": _bce(d.cond_logits(fake_f, cond, step.text, **own), 0.0)}
         w = self.uncond_weight
         if w > 0:
-            terms |= {"d_real_uncond": w * _bce(d.uncond_logits(real_f), 1.0),
-                      "d_wrong_uncond": w * _bce(d.uncond_logits(wrong_f), 1.0),
-                      "d_fake_uncond": w * _bce(d.uncond_logits(fake_f), 0.0)}
+            terms |= {"d_real_uncond": w * _bce(d.uncond_logits(real_f, **own), 1.0),
+                      "d_wrong_uncond": w * _bce(d.uncond_logits(wrong_f, **own), 1.0),
+                      "d_fake_uncond": w * _bce(d.uncond_logits(fake_f, **own), 0.0)}
         return terms
 
     def g_terms(self, step: StepState) -> dict[str, Tensor]:
         d = step.discriminator
         fake_f = step.features("fake")
-        terms = {"g_fake": _bce(d.cond_logits(fake_f, step.condition, step.text), 1.0)}
+        own = step.d_fields()
+        terms = {"g_fake": _bce(d.cond_logits(fake_f, step.condition, step.text, **own), 1.0)}
         if self.uncond_weight > 0:
-            terms["g_fake_uncond"] = self.uncond_weight * _bce(d.uncond_logits(fake_f), 1.0)
+            terms["g_fake_uncond"] = self.uncond_weight * _bce(d.uncond_logits(fake_f, **own), 1.0)
         return terms

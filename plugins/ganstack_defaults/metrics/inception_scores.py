@@ -27,7 +27,7 @@ from ganstack_defaults.metrics.inception import (
     check_weights_file,
     network_loader,
 )
-from ganstack_defaults.metrics.sources import CAPTION_MODES, generate, item_batches, real_images
+from ganstack_defaults.metrics.sources import CAPTION_MODES, generate, item_batches, item_fields, real_images
 
 FID_CACHE_VERSION = 2  # 2: the key names the network
 FID_NETWORKS = ("torchvision", "pytorch-fid")  # the CUB classifier is no feature extractor of the literature
@@ -151,8 +151,10 @@ class InceptionScore(_InceptionJudged):
                             f"splits={o.splits}", path="splits",
                             fix="evaluate more images (evaluation.n) or lower `splits`")
         probs = []
-        for b, (_, items) in enumerate(item_batches(source.dataset(o.split), n, o.batch_size, o.split, o.captions)):
-            logits, _ = self.judge(generate(source, [it["caption"] for it in items], o.seed + b, o.stage))
+        dataset = source.dataset(o.split)
+        for b, (_, items) in enumerate(item_batches(dataset, n, o.batch_size, o.split, o.captions)):
+            logits, _ = self.judge(generate(source, [it["caption"] for it in items], o.seed + b, o.stage,
+                                            item_fields(dataset, items)))
             if o.num_classes is not None and logits.shape[1] != o.num_classes:
                 raise UserError(f"num_classes is {o.num_classes} but the Inception weights "
                                 f"{self.weights} have {logits.shape[1]} classes", path="num_classes",
@@ -207,7 +209,8 @@ class FrechetInceptionDistance(_InceptionJudged):
                 unseen = [it for i, it in zip(positions, items, strict=True) if i < n_real]
                 if unseen:
                     real.add(self.judge(real_images(unseen, o.stage))[1])
-            fake.add(self.judge(generate(source, [it["caption"] for it in items], o.seed + b, o.stage))[1])
+            fake.add(self.judge(generate(source, [it["caption"] for it in items], o.seed + b, o.stage,
+                                         item_fields(dataset, items)))[1])
         if reference is None:
             mu, sigma = real.stats()
             reference = {"mu": mu, "sigma": sigma}

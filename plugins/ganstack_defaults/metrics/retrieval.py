@@ -21,7 +21,7 @@ from ganstack.errors import PluginError, UserError
 from ganstack.evaluate.joint_embedding import ImageEncoder, load_pretrained, retrieval_accuracy
 from ganstack.interfaces import ImageSource, MetricContext, TextEncoderContext
 from ganstack.recipe.paths import looked_in, resolve_recipe_path
-from ganstack_defaults.metrics.sources import generate, item_batches
+from ganstack_defaults.metrics.sources import generate, item_batches, item_fields
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -116,6 +116,6 @@ class RPrecision:
         pictures = _Pictures()
         for b, (_, items) in enumerate(item_batches(dataset, n, o.batch_size, o.split)):
             captions = [it["caption"] for it in items]
-            pictures.add(generate(source, captions, o.seed + b, o.stage), captions)
+            pictures.add(generate(source, captions, o.seed + b, o.stage, item_fields(dataset, items)), captions)
         return {"r_precision": retrieval_accuracy(self.encoder, self.image_encoder, pictures, n),
                 "real_r_precision": retrieval_accuracy(self.encoder, self.image_encoder, dataset, n)}

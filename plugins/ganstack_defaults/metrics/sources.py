@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ganstack.errors import DataError, UserError
-from ganstack.interfaces import CaptionDataset, EveryCaption, ImageSource
+from ganstack.interfaces import CaptionDataset, EveryCaption, ImageSource, fields_of
 
 CAPTION_MODES = ("first", "single", "all")
 
@@ -46,10 +46,27 @@ def pick_stage(per_stage: Sequence[Tensor], stage: int | None) -> Tensor:
     return per_stage[stage - 1]
 
 
-def generate(source: ImageSource, captions: Sequence[str], seed: int, stage: int | None) -> Tensor:
-    """One generated image per caption from the chosen stage, without autograd."""
+def generate(source: ImageSource, captions: Sequence[str], seed: int, stage: int | None,
+             fields: dict[str, Tensor] | None = None) -> Tensor:
+    """One generated image per caption from the chosen stage, without autograd. ``fields`` (the
+    examples' conditioning fields, :func:`item_fields`) is passed on only when there are some, so an
+    :class:`ImageSource` written before fields existed keeps working."""
     with torch.no_grad():
-        return pick_stage(source.generate(list(captions), seed=seed), stage).detach()
+        extra = {} if fields is None else {"fields": fields}
+        return pick_stage(source.generate(list(captions), seed=seed, **extra), stage).detach()
+
+
+def item_fields(dataset: CaptionDataset, items: Sequence[dict[str, Any]]) -> dict[str, Tensor] | None:
+    """The conditioning fields of these examples, batched (each one the dataset declares in ``fields``,
+    and ``class_id``), or None for a dataset that declares none: what a stack that requests fields
+    needs beside each example's caption."""
+    names = fields_of(dataset)
+    if not names:
+        return None
+    fields = {name: torch.stack([torch.as_tensor(it[name]) for it in items]) for name in sorted(names)}
+    if "class_id" not in fields and all("class_id" in it for it in items):
+        fields["class_id"] = torch.as_tensor([int(it["class_id"]) for it in items], dtype=torch.long)
+    return fields
 
 
 def item_batches(dataset: CaptionDataset, n: int, batch_size: int, split: str,

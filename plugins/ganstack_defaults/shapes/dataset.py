@@ -6,6 +6,8 @@ and no flip: captions name positions. ``class_id`` is ``Scene.class_id`` (shape 
 classes), so a mismatched image differs in shape or colour. Training accesses pick one of the
 five captions at random; other splits always give the first, which names all five attributes in a
 sentence shape of the training captions (the second, in a held-out one, is for ``shapes-alignment``).
+Every example has the ``box`` field: its shape's bounding box (``scenes.bounding_box``), in
+fractions of the image side.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ganstack.errors import DataError
 from ganstack.interfaces import DataContext
 from ganstack_defaults.data.cache import NpyImages, cache_key
 from ganstack_defaults.data.dataset import CaptionImageDataset
+from ganstack_defaults.data.locations import Locations
 from ganstack_defaults.shapes import scenes as shapes
 
 _SIZE = attrs.validators.ge(1)
@@ -81,4 +84,5 @@ def build_shapes(options: ShapesOptions, ctx: DataContext) -> ShapesDataset:
         class_ids=[s.class_id for s in scenes], resolutions=ctx.resolutions, train=split == "train",
         seed=ctx.seed, want_wrong=ctx.want_wrong, flip=False, resize=shapes.downsample,
         fingerprint=cache_key(["shapes", key, attrs.asdict(options)]),
+        locations=Locations(boxes=np.array([shapes.bounding_box(s) for s in scenes]) * size),
     )

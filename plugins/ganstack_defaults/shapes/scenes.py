@@ -128,6 +128,15 @@ def _inside(scene: Scene, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (depth >= 0) & (depth <= height) & (np.abs(x - cx) * math.sqrt(3) <= depth)
 
 
+def bounding_box(scene: Scene) -> tuple[float, float, float, float]:
+    """``(x0, y0, x1, y1)`` of the shape, fractions of the side, origin top left: the box the geometry
+    above defines (a triangle's spans ``sqrt(3)/2`` of its width in height), clipped to the canvas."""
+    cx, cy = POSITION_CENTRE[scene.position]
+    cx, cy, half = cx + scene.dx, cy + scene.dy, SIZE_FRACTION[scene.size] / 2
+    reach_y = half * math.sqrt(3) / 2 if scene.shape == "triangle" else half
+    return (max(0.0, cx - half), max(0.0, cy - reach_y), min(1.0, cx + half), min(1.0, cy + reach_y))
+
+
 def _window(lo: float, hi: float, size: int) -> tuple[int, int]:
     """Pixel range ``[start, stop)`` that the span ``[lo, hi]`` (fractions of the side) touches."""
     return max(0, math.floor(lo * size)), min(size, math.ceil(hi * size))

@@ -63,8 +63,9 @@ class MiniLMOptions:
 
     ``max_length``: word pieces read per caption, longer ones are cut (the model's own limit is
     256); ``cache``: remember each caption's embedding in memory, so an epoch after the first costs
-    nothing; ``words``: also give word features (384-d per word, see the module's docstring), for
-    components that request ``words``
+    nothing; ``words``: also give word features (what an attention stage requests), 384-d per word,
+    the mean of its word pieces' last-layer states (words as the tokenizer splits them, punctuation
+    marks included); the cache then keeps them too
     """
 
     max_length: int = attrs.field(default=256, validator=[attrs.validators.ge(1),

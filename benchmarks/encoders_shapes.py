@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ganstack.components.loader import load_plugins
-from ganstack.interfaces import DataContext, TextEncoderContext
+from ganstack.interfaces import DataContext, TextEncoderContext, as_text_features
 from ganstack.train.encoder_pretraining import PretrainOptions, pretrain_char_cnn_rnn
 from ganstack_defaults.shapes import scenes as shapes
 from ganstack_defaults.shapes.dataset import ShapesDataset, ShapesOptions, build_shapes
@@ -135,7 +135,7 @@ def supervise(encoder: torch.nn.Module, data: list[tuple[str, dict[str, str]]], 
     encoder.train()
     for _ in range(steps):
         batch = [data[i] for i in torch.randint(len(data), (64,), generator=generator).tolist()]
-        features = encoder.encode_text([t for t, _ in batch])
+        features = as_text_features(encoder.encode_text([t for t, _ in batch])).sentence
         loss = features.new_zeros(())
         for attribute, values in LABELS.items():
             rows = [i for i, (_, a) in enumerate(batch) if attribute in a]
@@ -150,7 +150,8 @@ def supervise(encoder: torch.nn.Module, data: list[tuple[str, dict[str, str]]], 
 @torch.no_grad()
 def embed(encoder: torch.nn.Module, texts: Sequence[str]) -> torch.Tensor:
     encoder.eval()
-    return torch.cat([encoder.encode_text(list(texts[i:i + 256])).float() for i in range(0, len(texts), 256)])
+    return torch.cat([as_text_features(encoder.encode_text(list(texts[i:i + 256]))).sentence.float()
+                      for i in range(0, len(texts), 256)])
 
 
 def probe(train_x: torch.Tensor, train_y: torch.Tensor, classes: int) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -42,6 +42,7 @@ from rich.table import Table
 from torch.utils.data import Dataset, default_collate
 
 from ganstack.build.devices import amp_dtype, resolve_device, retain_freed_memory
+from ganstack.build.stack import text_and_fields
 from ganstack.components.registry import Register
 from ganstack.hookspecs import hookimpl
 from ganstack.interfaces import DataContext
@@ -303,13 +304,13 @@ def measure_generation(case: GenerationCase, settings: Settings) -> dict[str, An
     stack = trainer.stack.eval()
     batch = _device_batch(trainer, case.batch)
     with torch.no_grad():
-        text = stack.text_encoder(batch)
+        text, fields = text_and_fields(stack.text_encoder(batch), batch, stack.requested_fields())
     z = torch.randn(case.batch, stack.noise_dim, device=device)
     results = {}
     for name, upto in (("stage1", 0), ("full", len(stack.stages) - 1)):
         @torch.no_grad()
         def draw(upto: int = upto) -> torch.Tensor:
-            return stack.generate(text, z, upto=upto)[-1][1].image.float().cpu()
+            return stack.generate(text, z, upto=upto, fields=fields)[-1][1].image.float().cpu()
 
         median = statistics.median(_timed(draw, device, settings))
         results[name] = {"stages": upto + 1, "resolution": stack.resolutions[upto], "batch": case.batch,

@@ -354,11 +354,14 @@ def test_every_stackgan_component_is_registered_with_a_summary_and_builds_with_d
                      ("discriminator", "matching-aware"), ("discriminator", "projection"),
                      ("generator_stage", "gan-int-cls"), ("discriminator", "gan-int-cls"),
                      ("generator_stage", "gawwn-box"), ("discriminator", "gawwn-box"),
-                     ("generator_stage", "gawwn-keypoints"), ("discriminator", "gawwn-keypoints")}
+                     ("generator_stage", "gawwn-keypoints"), ("discriminator", "gawwn-keypoints"),
+                     ("generator_stage", "attention-refiner")}
     protocols = {"conditioner": Conditioner, "generator_stage": GeneratorStage, "discriminator": Discriminator}
     small = {"generator_stage": {"ngf": 8}, "discriminator": {"ndf": 4}}
+    refiners = {"stackgan-refiner", "attention-refiner"}
     for kind, name in sorted(names):
-        c = ctx(0 if name != "stackgan-refiner" else 1, cond_dim=8, in_size=None if name != "stackgan-refiner"
-                else 16, image_size=32)
+        refiner = name in refiners
+        c = ctx(1 if refiner else 0, cond_dim=8, in_size=16 if refiner else None, in_feature_channels=None,
+                image_size=128 if name == "gawwn-keypoints" else 32, word_dim=4)  # the keypoint D judges 128 px
         module = build(kind, name, c, **small.get(kind, {}))
         assert isinstance(module, nn.Module) and isinstance(module, protocols[kind])

@@ -117,19 +117,19 @@ def test_bow_encodes_captions_case_blind_and_unknown_words_alike() -> None:
     torch.manual_seed(0)
     encoder = BagOfWordsEncoder(BowOptions(dim=6, max_vocab=50))
     encoder.prepare(Captions(CAPTIONS))
-    out = encoder.encode_text(["red bird", "RED Bird", "red zebra", "red quokka", ""])
+    out = encoder.encode_text(["red bird", "RED Bird", "red zebra", "red quokka", ""]).sentence
     assert out.shape == (5, 6)
     assert torch.allclose(out[0], out[1])
     assert torch.allclose(out[2], out[3])  # both unknown words share row 0
     assert not torch.allclose(out[0], out[2])
     assert torch.equal(out[4], torch.zeros(6))  # the empty bag
-    assert torch.equal(encoder({"caption": ["red bird"]}), out[:1])
+    assert torch.equal(encoder({"caption": ["red bird"]}).sentence, out[:1])
 
 
 def test_bow_with_word_dim_projects_to_dim() -> None:
     encoder = BagOfWordsEncoder(BowOptions(dim=5, word_dim=3, max_vocab=20))
     encoder.prepare(Captions(CAPTIONS))
-    assert encoder.encode_text(["blue wings", ""]).shape == (2, 5)
+    assert encoder.encode_text(["blue wings", ""]).sentence.shape == (2, 5)
 
 
 def test_bow_trainable_option_decides_whether_gradients_flow() -> None:
@@ -138,7 +138,7 @@ def test_bow_trainable_option_decides_whether_gradients_flow() -> None:
         encoder.prepare(Captions(CAPTIONS))
         assert encoder.trainable is trainable
         assert all(p.requires_grad is trainable for p in encoder.parameters())
-    assert not encoder.encode_text(["a red bird"]).requires_grad
+    assert not encoder.encode_text(["a red bird"]).sentence.requires_grad
 
 
 def test_bow_vocabulary_travels_in_the_state_dict() -> None:
@@ -148,7 +148,7 @@ def test_bow_vocabulary_travels_in_the_state_dict() -> None:
     fresh = round_trip(trained, BagOfWordsEncoder(options))
     sentence = ["a blue bird with small red wings, unseen word"]
     assert fresh.vocabulary.words == trained.vocabulary.words
-    assert torch.equal(fresh.encode_text(sentence), trained.encode_text(sentence))
+    assert torch.equal(fresh.encode_text(sentence).sentence, trained.encode_text(sentence).sentence)
 
 
 def test_vocabulary_with_ngrams_holds_runs_of_words() -> None:
@@ -164,7 +164,7 @@ def test_bow_with_word_pairs_tells_which_colour_goes_with_which_word() -> None:
         torch.manual_seed(0)
         encoder = BagOfWordsEncoder(BowOptions(dim=8, max_vocab=64, ngrams=ngrams))
         encoder.prepare(Captions(captions))
-        out = encoder.encode_text(captions)
+        out = encoder.encode_text(captions).sentence
         assert torch.allclose(out[0], out[1]) is not differ
 
 

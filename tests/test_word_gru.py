@@ -50,14 +50,14 @@ def test_registered_with_its_options_and_builds_an_encoder() -> None:
 def test_reads_word_order_case_blind_with_unknown_words_alike() -> None:
     encoder = tiny().eval()
     out = encoder.encode_text([CAPTIONS[0], CAPTIONS[1], "A RED Circle on a BLUE background!",
-                               "a red zebra on a blue background", "a red giraffe on a blue background", ""])
+                               "a red zebra on a blue background", "a red giraffe on a blue background", ""]).sentence
     assert out.shape == (6, 6) and torch.isfinite(out).all()
     assert not torch.allclose(out[0], out[1], atol=1e-4)  # same words, other order: a bag would tie
     torch.testing.assert_close(out[0], out[2])
     torch.testing.assert_close(out[3], out[4])  # both unknown words read as the one unknown word
     assert not torch.allclose(out[0], out[3], atol=1e-4)
     # Padding does not leak: a caption encodes alike alone and beside a longer one.
-    torch.testing.assert_close(encoder.encode_text([CAPTIONS[0]])[0], encoder.encode_text(CAPTIONS[:3])[0])
+    torch.testing.assert_close(encoder.encode_text([CAPTIONS[0]]).sentence[0], encoder.encode_text(CAPTIONS[:3]).sentence[0])
 
 
 def test_learns_which_colour_is_the_shapes_from_word_order() -> None:
@@ -66,20 +66,20 @@ def test_learns_which_colour_is_the_shapes_from_word_order() -> None:
     optimizer = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=0.02)
     target = torch.tensor([0, 1, 0, 1])  # 0: the circle is red
     for _ in range(150):
-        loss = torch.nn.functional.cross_entropy(head(encoder.encode_text(CAPTIONS)), target)
+        loss = torch.nn.functional.cross_entropy(head(encoder.encode_text(CAPTIONS).sentence), target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     encoder.eval()
-    assert head(encoder.encode_text(CAPTIONS)).argmax(1).tolist() == [0, 1, 0, 1]
+    assert head(encoder.encode_text(CAPTIONS).sentence).argmax(1).tolist() == [0, 1, 0, 1]
 
 
 def test_word_dropout_only_while_training_and_trainable_false_freezes() -> None:
     encoder = tiny(word_dropout=0.5)
     torch.manual_seed(1)
-    assert not torch.allclose(encoder.encode_text(CAPTIONS), encoder.encode_text(CAPTIONS))
+    assert not torch.allclose(encoder.encode_text(CAPTIONS).sentence, encoder.encode_text(CAPTIONS).sentence)
     encoder.eval()
-    torch.testing.assert_close(encoder.encode_text(CAPTIONS), encoder.encode_text(CAPTIONS))
+    torch.testing.assert_close(encoder.encode_text(CAPTIONS).sentence, encoder.encode_text(CAPTIONS).sentence)
     frozen = tiny(trainable=False)
     assert not any(p.requires_grad for p in frozen.parameters()) and not frozen.trainable
 
@@ -93,7 +93,7 @@ def test_vocabulary_travels_in_the_state_dict() -> None:
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     fresh.eval()
     assert fresh.vocabulary is not None and fresh.vocabulary.words == encoder.vocabulary.words
-    torch.testing.assert_close(fresh.encode_text(CAPTIONS), encoder.encode_text(CAPTIONS))
+    torch.testing.assert_close(fresh.encode_text(CAPTIONS).sentence, encoder.encode_text(CAPTIONS).sentence)
     small = WordGruEncoder(WordGruOptions(dim=6, word_dim=5, hidden=7, max_vocab=5))
     with pytest.raises(CheckpointError, match="max_vocab"):
         small.set_extra_state(encoder.get_extra_state())

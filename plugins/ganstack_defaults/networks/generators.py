@@ -142,6 +142,8 @@ class RefinerGenerator(nn.Module):
     Set ``detach_input: false`` to train the stages jointly, as StackGAN-v2 does.
     """
 
+    name = "stackgan-refiner"  # its registered name, for messages
+
     def __init__(self, options: RefinerOptions, in_size: int, in_channels: int, cond_dim: int,
                  image_channels: int) -> None:
         """``in_channels``: channels of what is refined (the previous image or its features)."""
@@ -165,29 +167,36 @@ class RefinerGenerator(nn.Module):
         self.feature_channels = width >> ups
         self.to_image = image_head(self.feature_channels, image_channels)
 
-    def forward(self, z: Tensor | None, condition: Condition, prev: StageOutput | None) -> StageOutput:
+    def source(self, prev: StageOutput | None) -> Tensor:
+        """What is refined: the previous stage's image or features (detached with ``detach_input``)."""
         source = None if prev is None else (prev.image if self.input == "image" else prev.features)
         if source is None:
-            raise ValueError(f"stackgan-refiner (input: {self.input}) needs the previous stage's {self.input}")
-        if self.detach_input:
-            source = source.detach()
-        x = self.residual(self.joint(with_condition(self.encode(source), condition.c)))
+            raise ValueError(f"{self.name} (input: {self.input}) needs the previous stage's {self.input}")
+        return source.detach() if self.detach_input else source
+
+    def forward(self, z: Tensor | None, condition: Condition, prev: StageOutput | None) -> StageOutput:
+        x = self.residual(self.joint(with_condition(self.encode(self.source(prev)), condition.c)))
         features = self.up(x)
         return StageOutput(image=self.to_image(features), features=features)
 
 
-def build_refiner(options: RefinerOptions, ctx: StageContext) -> RefinerGenerator:
-    """StackGAN Stage-II refiner: previous image (or features) and condition to a larger image."""
+def check_refiner_context(options: RefinerOptions, ctx: StageContext, name: str) -> tuple[int, int]:
+    """The channels a refiner named ``name`` refines and its condition size, or why it cannot be built here."""
     if ctx.in_size is None:
-        raise RecipeError("stackgan-refiner refines a previous stage, so it cannot be the first stage",
+        raise RecipeError(f"{name} refines a previous stage, so it cannot be the first stage",
                           fix="put a stage such as stackgan-stage1 before it")
     if options.input == "image" and ctx.in_size % 4:
-        raise RecipeError(f"stackgan-refiner with input: image encodes the previous image by 4, but that "
+        raise RecipeError(f"{name} with input: image encodes the previous image by 4, but that "
                           f"image is {ctx.in_size}x{ctx.in_size}",
                           fix="give the previous stage an output size divisible by 4, or use input: features")
     in_channels = ctx.image_channels if options.input == "image" else ctx.in_feature_channels
     if in_channels is None:
-        raise RecipeError("stackgan-refiner with input: features, but the previous stage gives no features",
+        raise RecipeError(f"{name} with input: features, but the previous stage gives no features",
                           fix="use input: image, or a previous stage that outputs features")
-    cond_dim = _need(ctx, "cond_dim", "stackgan-refiner")
-    return init_weights(RefinerGenerator(options, ctx.in_size, in_channels, cond_dim, ctx.image_channels))
+    return in_channels, _need(ctx, "cond_dim", name)
+
+
+def build_refiner(options: RefinerOptions, ctx: StageContext) -> RefinerGenerator:
+    """StackGAN Stage-II refiner: previous image (or features) and condition to a larger image."""
+    in_channels, cond_dim = check_refiner_context(options, ctx, "stackgan-refiner")
+    return init_weights(RefinerGenerator(options, ctx.in_size or 0, in_channels, cond_dim, ctx.image_channels))

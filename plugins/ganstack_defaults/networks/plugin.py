@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ganstack.components.registry import Register
 from ganstack.hookspecs import hookimpl
+from ganstack_defaults.networks.attention import AttentionRefinerOptions, build_attention_refiner
 from ganstack_defaults.networks.conditioners import (
     CAOptions,
     LinearOptions,
@@ -82,3 +83,8 @@ def register_components(register: Register) -> None:
     register("discriminator", "gawwn-keypoints", build_keypoint_discriminator, options=KeypointDiscriminatorOptions,
              summary="GAWWN keypoint discriminator: a local branch masked by the part locations and a "
                      "global 4x4 branch, each with the text")
+
+    # word features (issue #13): an AttnGAN-style stage
+    register("generator_stage", "attention-refiner", build_attention_refiner, options=AttentionRefinerOptions,
+             summary="StackGAN refiner whose regions attend to the caption's words (AttnGAN): previous image "
+                     "(or features), condition and word context to a larger image")

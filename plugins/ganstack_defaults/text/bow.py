@@ -4,6 +4,14 @@ With ``ngrams`` above 1 the bag also holds runs of words, so it sees which word 
 
 Its table has ``max_vocab`` rows whatever the data (row 0 is the unknown word), so a checkpoint
 loads into a freshly built encoder; the words themselves travel in the state dict as a list.
+
+Word features (for components that request ``words``): a bag has no state per word, so the feature
+of a word is the mean of the table rows of the terms of the bag that hold it: its own row and, with
+``ngrams`` above 1, the rows of the runs of words through it ("red" in "a red circle on blue" is
+the mean of "red", "a red", "red circle", "a red circle", "red circle on"). With single words it
+is the word's own vector; the runs tell a region attending to "red" that red is the circle's. The
+size is the table's (``word_dim`` when set, else ``dim``); they are not mapped by the ``word_dim``
+option's linear layer, which serves the sentence. The sentence vector is the bag's, as without words.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import torch
 from torch import nn
 
 from ganstack.errors import CheckpointError
-from ganstack.interfaces import CaptionDataset
+from ganstack.interfaces import CaptionDataset, TextFeatures
 from ganstack_defaults.text.base import CaptionEncoder
 from ganstack_defaults.text.vocab import Vocabulary, saved_words, training_vocabulary
 
@@ -45,13 +53,15 @@ class BowOptions:
 
 
 class BagOfWordsEncoder(CaptionEncoder):
-    """Mean of word vectors (``nn.EmbeddingBag``), then an optional linear map to ``dim``."""
+    """Mean of word vectors (``nn.EmbeddingBag``), then an optional linear map to ``dim``; per word,
+    the mean of the rows of the terms holding it (see the module's docstring)."""
 
     def __init__(self, options: BowOptions) -> None:
         super().__init__(options.dim, options.trainable)
         self.options = options
         self.vocabulary: Vocabulary | None = None
-        self.bag = nn.EmbeddingBag(options.max_vocab, options.word_dim or options.dim, mode="mean")
+        self.word_dim = options.word_dim or options.dim
+        self.bag = nn.EmbeddingBag(options.max_vocab, self.word_dim, mode="mean")
         self.project = nn.Linear(options.word_dim, options.dim) if options.word_dim else None
         self.requires_grad_(options.trainable)
 
@@ -61,17 +71,40 @@ class BagOfWordsEncoder(CaptionEncoder):
                                          max_words=self.options.max_vocab - 1, ngrams=self.options.ngrams)
         self.vocabulary = vocabulary
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """``[len(texts), dim]``; unknown words share row 0 and an empty text gives the zero bag."""
+    def encode_text(self, texts: Sequence[str]) -> TextFeatures:
+        """Sentence ``[N, dim]`` (unknown words share row 0, an empty text gives the zero bag), word
+        features ``[N, L, word_dim]`` (zero past each caption's words) and mask ``[N, L]``, L the most
+        words of a caption (at least 1)."""
         if self.vocabulary is None:
             raise RuntimeError("text encoder 'bow' has no vocabulary: call prepare(dataset) or "
                                "load a checkpoint first")
         device = self.bag.weight.device
-        rows = [self.vocabulary.indices(text) for text in texts]
+        rows, counts = zip(*map(self.vocabulary.indices_and_words, texts), strict=True) if texts else ((), ())
         flat = torch.tensor([i for row in rows for i in row], dtype=torch.long, device=device)
-        offsets = torch.tensor([0, *(len(row) for row in rows)], device=device).cumsum(0)[:-1]
-        out = self.bag(flat, offsets)
-        return self.project(out) if self.project is not None else out
+        starts = torch.tensor([0, *(len(row) for row in rows)], device=device).cumsum(0)[:-1]
+        out = self.bag(flat, starts)
+        sentence = self.project(out) if self.project is not None else out
+        return TextFeatures(sentence, *self._words(flat, starts, counts))
+
+    def _words(self, flat: torch.Tensor, starts: torch.Tensor, counts: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each word's bag of the terms holding it, found with tensor arithmetic on the positions of
+        :func:`~ganstack_defaults.text.vocab.terms`'s list and bagged in one ``EmbeddingBag`` call."""
+        device, n = flat.device, self.options.ngrams
+        count = torch.tensor(counts, dtype=torch.long, device=device).view(-1, 1, 1, 1)
+        length = max(1, max(counts, default=0))
+        word = torch.arange(length, device=device).view(1, -1, 1, 1)
+        run = torch.arange(1, n + 1, device=device).view(1, 1, -1, 1)  # run length
+        back = torch.arange(n, device=device).view(1, 1, 1, -1)  # the run starts this many words before
+        first = word - back  # the run's first word
+        held = (back < run) & (first >= 0) & (first <= count - run)
+        # terms() lists the runs by length: those of length m (count - m + 1 of them) before longer ones
+        per_length = (count.view(-1, 1) - torch.arange(n, device=device)).clamp(min=0)
+        before = (per_length.cumsum(1) - per_length).view(-1, 1, n, 1)
+        term = starts.view(-1, 1, 1, 1) + before + first
+        sizes = held.sum(dim=(2, 3)).flatten()
+        vectors = self.bag(flat[term[held]], sizes.cumsum(0) - sizes)
+        mask = word.view(1, -1) < count.view(-1, 1)
+        return vectors.view(len(counts), length, self.word_dim), mask
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"vocabulary": None if self.vocabulary is None else list(self.vocabulary.words),

@@ -5,6 +5,13 @@ sentence-transformers nor a download is needed.
 The weights are non-persistent buffers: they move with ``.to(device)`` but stay out of the state
 dict (the package is their home, not every checkpoint) and out of ``parameters()`` (nothing to
 optimise).
+
+Word features (option ``words: true``, for components that request ``words``): BERT's last-layer
+states of each word's word pieces, averaged per word, so that a "word" is one of the tokenizer's
+pre-tokenised words (punctuation marks are words of their own, "bird's" is three: bird, ', s) and
+the mask counts them; the [CLS] and [SEP] tokens are no words. Off by default: with the cache on,
+each cached caption would keep a 384-d vector per word instead of one per caption (about 15
+times the memory on the shapes captions).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganstack.errors import PluginError
+from ganstack.interfaces import TextFeatures
 from ganstack.reading import read_text
 from ganstack_defaults.text.base import CaptionEncoder
 
@@ -55,12 +63,15 @@ class MiniLMOptions:
 
     ``max_length``: word pieces read per caption, longer ones are cut (the model's own limit is
     256); ``cache``: remember each caption's embedding in memory, so an epoch after the first costs
-    nothing
+    nothing; ``words``: also give word features (what an attention stage requests), 384-d per word,
+    the mean of its word pieces' last-layer states (words as the tokenizer splits them, punctuation
+    marks included); the cache then keeps them too
     """
 
     max_length: int = attrs.field(default=256, validator=[attrs.validators.ge(1),
                                                           attrs.validators.le(MAX_POSITIONS)])
     cache: bool = True
+    words: bool = False
 
 
 def model_dir() -> Path:
@@ -135,6 +146,7 @@ class MiniLMEncoder(CaptionEncoder):
         from tokenizers import Tokenizer  # optional dependency, checked by model_dir()
 
         self.options = options
+        self.word_dim = HIDDEN if options.words else 0
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=options.max_length)
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest of each call
@@ -144,7 +156,7 @@ class MiniLMEncoder(CaptionEncoder):
         self.norm = _norm()
         self.layers = nn.ModuleList(_Layer() for _ in range(LAYERS))
         self._load_weights(folder)
-        self._cache: dict[str, torch.Tensor] = {}
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def _load_weights(self, folder: Path) -> None:
         from safetensors.torch import load_file
@@ -164,7 +176,8 @@ class MiniLMEncoder(CaptionEncoder):
                 buffer.copy_(value)
 
     @torch.no_grad()
-    def _embed(self, texts: list[str]) -> torch.Tensor:
+    def _embed(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Per text: its unit sentence vector and (with ``words``) its ``[words, 384]`` word features."""
         device = self.word.weight.device
         encodings = self.tokenizer.encode_batch(texts)
         ids = torch.tensor([e.ids for e in encodings], dtype=torch.long, device=device)
@@ -177,22 +190,45 @@ class MiniLMEncoder(CaptionEncoder):
         for layer in self.layers:
             x = layer(x, mask[:, None, None, :])
         weights = mask.unsqueeze(-1).to(x.dtype)
-        pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
-        return F.normalize(pooled, dim=1)
+        pooled = F.normalize((x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9), dim=1)
+        if not self.options.words:
+            return [(p, None) for p in pooled]
+        return [(p, _per_word(states, e.word_ids)) for p, states, e in zip(pooled, x, encodings, strict=True)]
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """``[len(texts), 384]`` unit vectors; cached captions are not encoded again."""
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor | TextFeatures:
+        """``[len(texts), 384]`` unit vectors, and with ``words`` their :class:`TextFeatures` (word
+        features zero past each caption's words); cached captions are not encoded again."""
         texts = list(texts)
         if not self.options.cache or not texts:
-            return self._encode(texts)
-        new = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        self._cache.update(zip(new, self._encode(new), strict=True))
+            rows = self._encode(texts)
+        else:
+            new = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            self._cache.update(zip(new, self._encode(new), strict=True))
+            rows = [self._cache[t] for t in texts]
         device = self.word.weight.device  # rows cached before a move to another device follow
-        return torch.stack([self._cache[t].to(device) for t in texts])
+        sentence = torch.stack([s for s, _ in rows]).to(device) if rows else self.word.weight.new_zeros(0, HIDDEN)
+        if not self.options.words:
+            return sentence
+        length = max([1, *(w.shape[0] for _, w in rows)])
+        words = self.word.weight.new_zeros(len(rows), length, HIDDEN)
+        mask = torch.zeros(len(rows), length, dtype=torch.bool, device=device)
+        for i, (_, w) in enumerate(rows):
+            words[i, : w.shape[0]] = w
+            mask[i, : w.shape[0]] = True
+        return TextFeatures(sentence, words, mask)
 
-    def _encode(self, texts: list[str]) -> torch.Tensor:
-        chunks = [self._embed(texts[i:i + ENCODE_CHUNK]) for i in range(0, len(texts), ENCODE_CHUNK)]
-        return torch.cat(chunks) if chunks else self.word.weight.new_zeros(0, HIDDEN)
+    def _encode(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        return [row for i in range(0, len(texts), ENCODE_CHUNK) for row in self._embed(texts[i:i + ENCODE_CHUNK])]
+
+
+def _per_word(states: torch.Tensor, word_ids: list[int | None]) -> torch.Tensor:
+    """``[words, 384]``: the mean of each word's word-piece states (special and padding tokens are no word)."""
+    pieces = [(t, w) for t, w in enumerate(word_ids) if w is not None]
+    count = 1 + max((w for _, w in pieces), default=-1)
+    average = states.new_zeros(count, states.shape[0])
+    for t, w in pieces:
+        average[w, t] = 1.0
+    return (average / average.sum(dim=1, keepdim=True).clamp(min=1.0)) @ states
 
 
 def _check_config(folder: Path) -> None:

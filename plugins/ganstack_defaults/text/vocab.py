@@ -26,7 +26,10 @@ def tokenize(text: str) -> list[str]:
 
 def terms(text: str, ngrams: int = 1) -> list[str]:
     """The caption's words, then its runs of 2 .. ``ngrams`` consecutive words (joined by a space)."""
-    words = tokenize(text)
+    return _terms_of(tokenize(text), ngrams)
+
+
+def _terms_of(words: list[str], ngrams: int) -> list[str]:
     return [" ".join(words[i:i + n]) for n in range(1, ngrams + 1) for i in range(len(words) - n + 1)]
 
 
@@ -60,7 +63,12 @@ class Vocabulary:
         return len(self.words)
 
     def indices(self, text: str) -> list[int]:
-        return [self._index.get(term, UNKNOWN) for term in terms(text, self.ngrams)]
+        return self.indices_and_words(text)[0]
+
+    def indices_and_words(self, text: str) -> tuple[list[int], int]:
+        """:meth:`indices` and the number of words of ``text`` (tokenised once)."""
+        words = tokenize(text)
+        return [self._index.get(term, UNKNOWN) for term in _terms_of(words, self.ngrams)], len(words)
 
 
 def training_vocabulary(captions: Iterable[str], *, encoder: str, min_count: int, max_words: int,

@@ -7,6 +7,11 @@ or to pretrain with ``ganstack pretrain-encoder``.
 
 Its word table has ``max_vocab`` rows whatever the data (row 0 pads, row 1 is the unknown word),
 so a checkpoint loads into a freshly built encoder; the words travel in the state dict as a list.
+
+Word features (for components that request ``words``): the GRU's state at each word, both
+directions concatenated (``word_dim`` = 2 * ``hidden``), as AttnGAN's text encoder gives them; the
+first ``max_words`` words of each caption, zero past them (an empty caption has no word: an
+all-false mask row). The sentence vector is the mapped mean of the same states, as without words.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ganstack.errors import CheckpointError
-from ganstack.interfaces import CaptionDataset
+from ganstack.interfaces import CaptionDataset, TextFeatures
 from ganstack_defaults.text.base import CaptionEncoder
 from ganstack_defaults.text.vocab import Vocabulary, saved_words, training_vocabulary
 
@@ -58,6 +63,7 @@ class WordGruEncoder(CaptionEncoder):
     def __init__(self, options: WordGruOptions) -> None:
         super().__init__(options.dim, options.trainable)
         self.options = options
+        self.word_dim = 2 * options.hidden
         self.vocabulary: Vocabulary | None = None
         self.embed = nn.Embedding(options.max_vocab, options.word_dim, padding_idx=_PAD)
         self.gru = nn.GRU(options.word_dim, options.hidden, num_layers=options.layers, batch_first=True,
@@ -72,7 +78,8 @@ class WordGruEncoder(CaptionEncoder):
         self.vocabulary = vocabulary
 
     def rows(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[N, L]`` table rows of each caption's words (padded with 0) and ``[N]`` word counts."""
+        """``[N, L]`` table rows of each caption's words (padded with 0) and ``[N]`` lengths (word
+        counts, but 1 for an empty caption, which reads one padding word)."""
         if self.vocabulary is None:
             raise RuntimeError("text encoder 'word-gru' has no vocabulary: call prepare(dataset) or "
                                "load a checkpoint first")
@@ -83,8 +90,9 @@ class WordGruEncoder(CaptionEncoder):
             table[n, : len(row)] = torch.tensor(row, dtype=torch.long)
         return table.to(self.out.weight.device), lengths
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """``[len(texts), dim]``; an empty caption reads as one padding word."""
+    def encode_text(self, texts: Sequence[str]) -> TextFeatures:
+        """Sentence ``[N, dim]`` (an empty caption reads as one padding word), the GRU's states
+        ``[N, L, word_dim]`` and the mask ``[N, L]`` of real words."""
         table, lengths = self.rows(texts)
         if self.training and self.options.word_dropout > 0:
             drop = torch.rand(table.shape, device=table.device) < self.options.word_dropout
@@ -93,7 +101,8 @@ class WordGruEncoder(CaptionEncoder):
         states, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=table.shape[1])
         mask = (torch.arange(table.shape[1])[None, :] < lengths[:, None]).to(states.device, states.dtype)
         pooled = (states * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True)
-        return self.out(pooled)
+        words = table != _PAD  # real words (an empty caption's padding word is none)
+        return TextFeatures(self.out(pooled), states * words[..., None], words)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"vocabulary": None if self.vocabulary is None else list(self.vocabulary.words)}

@@ -271,12 +271,17 @@ def test_dataset_is_cached_and_reused(tmp_path: Path, monkeypatch: pytest.Monkey
     files = list((tmp_path / "cache").glob("shapes-v2-train-16-*.npy"))
     assert len(files) == 1 and not list((tmp_path / "cache").glob(".*tmp"))
 
-    def fail(scene: Scene, size: int) -> np.ndarray:
-        raise AssertionError("rendered again")
+    rendered: list[Scene] = []
+    real_render = shapes.render
 
-    monkeypatch.setattr(shapes, "render", fail)
+    def count(scene: Scene, size: int) -> np.ndarray:
+        rendered.append(scene)
+        return real_render(scene, size)
+
+    monkeypatch.setattr(shapes, "render", count)
     again = _build(tmp_path, "train", resolutions=(16,))
     assert torch.equal(again[3]["images"][0], first[3]["images"][0])
+    assert len(rendered) == 2  # only the damage check's first and last picture, not the whole split again
 
 
 def test_options_and_splits_are_checked(tmp_path: Path) -> None:

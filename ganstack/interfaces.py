@@ -159,11 +159,14 @@ class StageContext:
 class LossContext:
     """Given to a ``loss`` factory. ``key_path`` is the loss's place in the recipe
     (``stages[1].losses[2]``): a loss that raises a ``UserError`` while training, where the core
-    cannot tell which loss spoke, names its place with it (``path=f"{ctx.key_path}.margin"``)."""
+    cannot tell which loss spoke, names its place with it (``path=f"{ctx.key_path}.margin"``).
+    ``discriminator_fields``: what the stage's discriminator gets as ``fields``
+    (:func:`field_requests`), so a loss that needs some can refuse a stage without them when built."""
 
     index: int
     num_stages: int
     key_path: str | None = None
+    discriminator_fields: frozenset[str] = frozenset()
 
 
 @attrs.frozen

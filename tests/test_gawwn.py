@@ -262,3 +262,58 @@ def test_mask_channel_joins_the_box_mask_itself() -> None:
     mask = box_mask(BOXES, 8)
     assert seen_g[0].shape[1] == 4 * 4 + 1 and torch.equal(seen_g[0][:, -1:], mask)
     assert seen_d[0].shape[1] == 2 * 4 + 128 + 1 and torch.equal(seen_d[0][:, -1:], mask)
+
+
+# ------------------------------------------------------------------- the fourth pair: wrong boxes
+class BoxReadingDiscriminator(nn.Module):
+    """A discriminator whose logit is 10 x its box's x0 plus its text's first value, recording each call."""
+
+    requests = frozenset({"box"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[list[float], list[float]]] = []
+
+    def features(self, image: Tensor) -> Tensor:
+        return image.flatten(1)
+
+    def cond_logits(self, features: Tensor, condition: Condition, text: Tensor, *,
+                    fields: dict[str, Tensor]) -> Tensor:
+        self.calls.append((text[:, 0].tolist(), fields["box"][:, 0].tolist()))
+        return 10 * fields["box"][:, 0] + text[:, 0]
+
+    def uncond_logits(self, features: Tensor, *, fields: dict[str, Tensor]) -> None:
+        return None
+
+
+def test_the_fields_pair_scores_the_own_text_with_moved_boxes_as_mismatched() -> None:
+    import math
+
+    from ganstack.components.loader import load_plugins
+    from ganstack.interfaces import LossContext, StepState
+
+    entry = load_plugins().registry.get("loss", "matching-aware")
+    loss = entry.factory(entry.options(fields_pair=0.5),
+                         LossContext(index=0, num_stages=1, discriminator_fields=frozenset({"box"})))
+    d = BoxReadingDiscriminator()
+    text = torch.arange(4, dtype=torch.float32)[:, None].expand(4, TEXT).clone()  # text row i holds i
+    x0 = [0.1, 0.5, 0.52, 0.1]  # row 2 sits 0.02 from row 1: the same place, not a wrong pair
+    boxes = torch.tensor([[x, 0.2, x + 0.3, 0.6] for x in x0])
+    images = torch.rand(4, 3, 8, 8)
+    terms = loss.d_terms(StepState(stage=0, phase="d", discriminator=d, real=images, fake=images.flip(0),
+                                   condition=condition(text), text=text, fields={"box": boxes}))
+    assert d.calls[-1][0] == [0, 1, 2, 3]  # each image keeps its own text
+    assert d.calls[-1][1] == pytest.approx([0.1, 0.1, 0.5, 0.52])  # and gets the previous row's box
+    # rows 1 (0.5 <- 0.1) and 3 (0.1 <- 0.52) moved; rows 0 and 2 did not and are left out
+    softplus = [math.log1p(math.exp(10 * b + t)) for b, t in ((0.1, 1), (0.52, 3))]
+    assert float(terms["d_wrong_fields"]) == pytest.approx(0.5 * sum(softplus) / 2, rel=1e-5)
+    assert set(terms) == {"d_real", "d_wrong", "d_fake", "d_wrong_fields"}
+
+
+def test_the_fields_pair_is_off_by_default_and_refused_for_a_discriminator_without_fields(cli: Any) -> None:
+    from ganstack.components.loader import load_plugins
+
+    assert load_plugins().registry.get("loss", "matching-aware").options().fields_pair == 0
+    code, _out, err = cli("check", "shapes_quickstart", "--set", "stages.0.losses.0.fields_pair=1")
+    assert code == 2 and "Traceback" not in err
+    assert "stages[0].losses[0].fields_pair" in err and "reads none" in err and "fields_pair: 0" in err

@@ -344,7 +344,8 @@ def _build_stack(resolved: ResolvedRecipe, device: str) -> Stack:
         ctx = attrs.evolve(ctx, image_size=int(generator.out_size))
         discriminator = _build(resolved, f"stages[{i}].discriminator", ctx)
         losses = [_build(resolved, f"stages[{i}].losses[{j}]",
-                         LossContext(index=i, num_stages=n, key_path=f"stages[{i}].losses[{j}]"))
+                         LossContext(index=i, num_stages=n, key_path=f"stages[{i}].losses[{j}]",
+                                     discriminator_fields=field_requests(discriminator)))
                   for j in range(len(spec.losses))]
         stages.append(Stage(conditioner, generator, discriminator, losses, spec.name or f"stage{i + 1}",
                             conditioner_source=source, index=i))

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from attrs import validators as v
 from torch import Tensor, nn
 
+from ganstack.errors import RecipeError
 from ganstack.hookspecs import hookimpl
-from ganstack.interfaces import Condition, LossContext, StepState
+from ganstack.interfaces import WORD_FIELDS, Condition, LossContext, StepState
 from ganstack_defaults.losses.interpolation import InterpolationLoss, InterpolationOptions
 from ganstack_defaults.losses.stackgan_v2 import StackGANv2Loss, V2LossOptions
 
@@ -56,12 +57,34 @@ class AdversarialOptions:
     ``wrong_fields``: the conditioning fields (box, keypoints) of a ``shift`` or ``port`` mismatched
     pair: ``text``, those of the example whose text it is (the whole condition is another
     example's), or ``image``, the image's own, so that only the text is wrong (GAWWN: a real
-    image with its own box or keypoints and another caption)
+    image with its own box or keypoints and another caption);
+    ``fields_pair``: weight of a fourth pair, for a discriminator that requests fields: the real image
+    with its own text and the previous example's fields, scored as mismatched (``d_wrong_fields``), so
+    that D learns to check where as well as what; rows whose fields moved by less than 1/16 of the
+    side are left out, being no mismatch (0: off, as the papers)
     """
 
     wrong: str = attrs.field(default="shift", validator=v.in_(["shift", "port", "class"]))
     uncond_weight: float = attrs.field(default=1.0, validator=v.ge(0))
     wrong_fields: str = attrs.field(default="text", validator=[v.in_(["text", "image"]), _own_fields_need_real])
+    fields_pair: float = attrs.field(default=0.0, validator=v.ge(0))
+
+
+FIELD_MOVE = 1 / 16  # a field pair must move some value by a cell of GAWWN's 16x16 grid to count as wrong
+
+
+def moved_rows(own: dict[str, Tensor], other: dict[str, Tensor]) -> Tensor:
+    """``[B]`` bool: the rows where some field of ``other`` differs from ``own`` by at least
+    :data:`FIELD_MOVE` (fractions of the side; any change of an integer field). Two shapes in the same
+    place have boxes a jitter apart: scoring such a pair as mismatched would teach D a wrong label."""
+    moved = None
+    for name, mine in own.items():
+        delta = (other[name] - mine).abs().flatten(1)
+        far = (delta >= FIELD_MOVE if mine.is_floating_point() else delta > 0).any(dim=1)
+        moved = far if moved is None else moved | far
+    if moved is None:
+        raise ValueError("moved_rows needs at least one field")
+    return moved
 
 
 class MatchingAwareLoss(nn.Module):
@@ -79,6 +102,22 @@ class MatchingAwareLoss(nn.Module):
         self.options = options
         # wrong: class pairs real images of another class, which the dataset loads only when asked
         self.requests = frozenset({"wrong_images"}) if options.wrong == "class" else frozenset()
+        if options.fields_pair and not ctx.discriminator_fields - set(WORD_FIELDS):
+            raise RecipeError("'fields_pair' pairs real images with other examples' fields (box, keypoints), but "
+                              "this stage's discriminator reads none", path="fields_pair",
+                              fix="set fields_pair: 0, or use a discriminator that reads them (gawwn-box, gawwn-keypoints)")
+
+    def _wrong_fields_term(self, step: StepState) -> Tensor:
+        """The real images with their own texts and the previous rows' fields, scored as mismatched
+        (word features are the text's, so they stay the image's own)."""
+        own = step.d_fields()["fields"]
+        rolled = {n: t if n in WORD_FIELDS else t.roll(1, dims=0) for n, t in own.items()}
+        placed = {n: t for n, t in own.items() if n not in WORD_FIELDS}
+        moved = moved_rows(placed, {n: rolled[n] for n in placed})
+        logits = step.discriminator.cond_logits(step.features("real"), step.condition, step.text, fields=rolled)
+        if not bool(moved.any()):
+            return logits.sum() * 0.0  # no pair in this batch is wrong: a zero that keeps the graph
+        return self.options.fields_pair * self._fake_term(logits[moved])
 
     def _logits(self, step: StepState, *, with_wrong: bool) -> _Logits:
         """The logits of each pair, scored as the PyTorch port does: real, wrong, then fake (the order
@@ -116,13 +155,17 @@ class MatchingAwareLoss(nn.Module):
     def d_terms(self, step: StepState) -> dict[str, Tensor]:
         lg = self._logits(step, with_wrong=True)
         if lg.real_uncond is None:
-            return {"d_real": self._real_term(lg.real), "d_wrong": self._fake_term(lg.wrong) / 2,
-                    "d_fake": self._fake_term(lg.fake) / 2}
-        w = self.options.uncond_weight
-        return {"d_real": self._real_term(lg.real) / 2,
-                "d_real_uncond": w * self._real_term(lg.real_uncond) / 2,
-                "d_wrong": self._fake_term(lg.wrong) / 3, "d_fake": self._fake_term(lg.fake) / 3,
-                "d_fake_uncond": w * self._fake_term(lg.fake_uncond) / 3}
+            terms = {"d_real": self._real_term(lg.real), "d_wrong": self._fake_term(lg.wrong) / 2,
+                     "d_fake": self._fake_term(lg.fake) / 2}
+        else:
+            w = self.options.uncond_weight
+            terms = {"d_real": self._real_term(lg.real) / 2,
+                     "d_real_uncond": w * self._real_term(lg.real_uncond) / 2,
+                     "d_wrong": self._fake_term(lg.wrong) / 3, "d_fake": self._fake_term(lg.fake) / 3,
+                     "d_fake_uncond": w * self._fake_term(lg.fake_uncond) / 3}
+        if self.options.fields_pair:
+            terms["d_wrong_fields"] = self._wrong_fields_term(step)
+        return terms
 
     def g_terms(self, step: StepState) -> dict[str, Tensor]:
         lg = self._logits(step, with_wrong=False)

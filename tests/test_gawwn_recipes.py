@@ -43,7 +43,7 @@ def gawwn_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_tiny_shapes_gawwn_trains_and_logs_its_terms(gawwn_run: Path) -> None:
     line = json.loads((gawwn_run / "metrics.jsonl").read_text().splitlines()[-1])
-    assert {"stage1/d_real", "stage1/d_wrong", "stage1/d_fake", "stage1/g_fake"} <= set(line)
+    assert {"stage1/d_real", "stage1/d_wrong", "stage1/d_fake", "stage1/d_wrong_fields", "stage1/g_fake"} <= set(line)
 
 
 def test_sample_draws_at_the_given_box(cli, gawwn_run: Path, tmp_path: Path) -> None:

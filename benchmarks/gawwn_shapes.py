@@ -8,7 +8,7 @@ background, colour and shape. Writes:
 
 - ``gawwn.json``: the run's steps and time, the load average, every ``shapes-box`` value, the targets
   and, with ``--quickstart``, the quickstart's colour and shape figures beside these;
-- ``samples.png``: the run's last sample sheet (the boxes drawn on it);
+- ``samples.png``: the run's last sample sheet (each row outlines the box it was drawn in);
 - a table on stdout.
 
 The issue's target: ``test/centre_in_box`` >= 90%, colour and shape as good as the quickstart's

@@ -93,3 +93,20 @@ def test_benchmark_smoke_run_writes_its_report(tmp_path: Path, monkeypatch: pyte
     assert {"test/centre_in_box", "holdout/centre_in_box", "test/color", "test/shape"} <= set(report["final"])
     assert report["final"]["real_test/centre_in_box"] == 1.0
     assert "| test/centre_in_box |" in capsys.readouterr().out
+
+
+def test_the_training_sample_sheet_outlines_the_box_each_row_was_drawn_in(gawwn_run: Path) -> None:
+    import numpy as np
+
+    sheet = np.asarray(Image.open(gawwn_run / "samples" / "step_0000002.png").convert("RGB"))
+    magenta = (sheet == (255, 0, 255)).all(axis=2)
+    assert not magenta[:, :220].any()  # nothing in the caption column
+    cell, pad, header = 96, 4, 16  # contact_sheet's layout for 32-pixel images
+    for row in range(2):  # output.sample_count
+        top, left = header + pad + row * (cell + pad), 220 + pad
+        inside = magenta[top:top + cell, left:left + cell]
+        ys, xs = np.nonzero(inside)
+        assert len(ys), f"row {row} has no box outline"
+        y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+        assert inside[y0, x0:x1 + 1].all() and inside[y1, x0:x1 + 1].all()  # the top and bottom edges
+        assert inside[y0:y1 + 1, x0].all() and inside[y0:y1 + 1, x1].all()  # the left and right edges

@@ -194,7 +194,9 @@ class SampleSheets:
             outs = model.generate(text, batch["z"], fields=fields)
         columns = [out.image.float().cpu() for _cond, out in outs]
         headers = [f"stage {k + 1} ({r}px)" for k, r in enumerate(model.resolutions)]
-        save_png(contact_sheet(batch["caption"], columns, headers=headers), path)
+        places = {name: fields[name].float().cpu().tolist() for name in ("box", "keypoints") if name in fields}
+        save_png(contact_sheet(batch["caption"], columns, headers=headers, boxes=places.get("box"),
+                               keypoints=places.get("keypoints")), path)
         return path
 
 

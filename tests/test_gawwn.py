@@ -157,6 +157,17 @@ def test_box_generator_output_depends_on_the_box() -> None:
     assert (image[0] - image[1]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("text_global", [False, True])
+def test_text_global_lets_the_caption_reach_a_picture_whose_box_is_empty(text_global: bool) -> None:
+    g = tiny_generator(text_global=text_global)  # training mode: rows that differ stay apart, equal ones equal
+    empty = torch.tensor([[0.5, 0.5, 0.5, 0.5]]).expand(2, 4)  # no cell covered: no text placed, no local map
+    z = torch.randn(1, NOISE).expand(2, -1)
+    with torch.no_grad():
+        image = g(z, condition(torch.randn(2, TEXT)), None, fields={"box": empty}).image  # two captions
+    moved = float((image[0] - image[1]).abs().max())
+    assert (moved > 1e-3) if text_global else (moved < 1e-6)
+
+
 def test_box_generator_example_fields_are_a_centred_box() -> None:
     assert torch.equal(tiny_generator().example_fields(3)["box"], torch.tensor([[0.25, 0.25, 0.75, 0.75]] * 3))
 

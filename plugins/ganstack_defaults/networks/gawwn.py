@@ -89,6 +89,8 @@ class GawwnBoxGeneratorOptions:
         "doc": "how each doubling after 4x4 is made: `deconv` (4x4 stride-2 transposed convs, the Torch code) or `nearest` (nearest x2 then a 3x3 conv: no checkerboard pattern, as StackGAN's up blocks)"})
     mask_channel: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool), metadata={
         "doc": "also join the box mask itself to the two pathways' maps, as the keypoint generator joins its keypoint maps (not in the box paper)"})
+    text_global: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool), metadata={
+        "doc": "also join the compressed text itself to the global pathway's vector, so what lies outside the box (the background) reads the caption directly rather than through the text placed in the box (not in the paper)"})
 
 
 class GawwnBoxGenerator(nn.Module):
@@ -125,7 +127,8 @@ class GawwnBoxGenerator(nn.Module):
         self.noise_global = nn.Linear(noise_dim, 4 * n)
         self.noise_local = nn.Linear(noise_dim, 4 * n)
         self.global_text = down_to_vector(text_channels, [4 * n] * len(widths))
-        self.global_up = up_from_vector(8 * n, widths, upsample=options.upsample)
+        self.text_global = options.text_global
+        self.global_up = up_from_vector(8 * n + text_channels * options.text_global, widths, upsample=options.upsample)
         local: list[nn.Module] = [deconv_bn(4 * n + text_channels, widths[0], 4, 1, 0, act=None)]
         for i, width in enumerate(widths):
             if i:
@@ -149,7 +152,8 @@ class GawwnBoxGenerator(nn.Module):
         mask = box_mask(fields[BOX].to(z.dtype), self.grid)
         t = self.text(condition.c)
         placed = masked_replicate(t, mask)
-        global_vector = torch.cat([torch.relu(self.noise_global(z)), self.global_text(placed).flatten(1)], dim=1)
+        parts = [torch.relu(self.noise_global(z)), self.global_text(placed).flatten(1)]
+        global_vector = torch.cat([*parts, t] if self.text_global else parts, dim=1)
         global_map = self.global_up(global_vector[:, :, None, None])
         local_vector = torch.relu(torch.cat([self.noise_local(z), t], dim=1))
         local_map = torch.relu(self.local_up(local_vector[:, :, None, None]) * mask)

@@ -317,7 +317,7 @@ def test_the_fields_pair_scores_the_own_text_with_moved_boxes_as_mismatched() ->
     assert d.calls[-1][1] == pytest.approx([0.1, 0.1, 0.5, 0.52])  # and gets the previous row's box
     # rows 1 (0.5 <- 0.1) and 3 (0.1 <- 0.52) moved; rows 0 and 2 did not and are left out
     softplus = [math.log1p(math.exp(10 * b + t)) for b, t in ((0.1, 1), (0.52, 3))]
-    assert float(terms["d_wrong_fields"]) == pytest.approx(0.5 * sum(softplus) / 2, rel=1e-5)
+    assert float(terms["d_wrong_fields"].detach()) == pytest.approx(0.5 * sum(softplus) / 2, rel=1e-5)
     assert set(terms) == {"d_real", "d_wrong", "d_fake", "d_wrong_fields"}
 
 

@@ -27,11 +27,10 @@ from ganstack_defaults.metrics.sources import generate
 from ganstack_defaults.shapes import scenes as shapes
 from ganstack_defaults.shapes.dataset import ShapesDataset
 from ganstack_defaults.shapes.judge import (
+    Judges,
     JudgeSpec,
-    ShapesJudge,
     accuracy,
     labels,
-    load_or_train_judge,
     render_scenes,
 )
 
@@ -71,14 +70,8 @@ class ShapesAlignment:
     def __init__(self, options: ShapesAlignmentOptions, device: str) -> None:
         self.options = options
         self.device = torch.device(device)
-        self.spec = JudgeSpec(steps=options.judge_steps, train_scenes=options.judge_train_scenes)
-        self._judges: dict[int, ShapesJudge] = {}
-
-    def _judge(self, resolution: int) -> ShapesJudge:
-        if resolution not in self._judges:
-            self._judges[resolution] = load_or_train_judge(resolution, self.spec, Path(self.options.cache_dir),
-                                                           self.device)
-        return self._judges[resolution]
+        self._judge = Judges(JudgeSpec(steps=options.judge_steps, train_scenes=options.judge_train_scenes),
+                             Path(options.cache_dir), self.device)
 
     def _check_dataset(self, source: ImageSource) -> None:
         dataset = source.dataset("test")

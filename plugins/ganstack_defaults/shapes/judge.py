@@ -173,3 +173,16 @@ def load_or_train_judge(resolution: int, spec: JudgeSpec, cache_dir: Path,
     judge = train_judge(resolution, spec, device)
     save_entry(path, key, {"state_dict": {k: t.cpu() for k, t in judge.state_dict().items()}})
     return judge
+
+
+class Judges:
+    """The judges of one metric, one per image resolution, each loaded (or trained) once on first use."""
+
+    def __init__(self, spec: JudgeSpec, cache_dir: Path, device: torch.device) -> None:
+        self.spec, self.cache_dir, self.device = spec, cache_dir, device
+        self._by_resolution: dict[int, ShapesJudge] = {}
+
+    def __call__(self, resolution: int) -> ShapesJudge:
+        if resolution not in self._by_resolution:
+            self._by_resolution[resolution] = load_or_train_judge(resolution, self.spec, self.cache_dir, self.device)
+        return self._by_resolution[resolution]

@@ -12,6 +12,9 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from ganstack.errors import RecipeError
+from ganstack.interfaces import StageContext
+
 LEAK = 0.2  # LeakyReLU slope of every StackGAN discriminator
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -133,3 +136,14 @@ def four_times_power_of_two(instance: Any, attribute: Any, value: int) -> None:
             or log2_exact(value // 4) is None:
         raise ValueError(f"'{attribute.name}' must be 4 times a power of two (4, 8, 16, 32, 64, 128, "
                          f"256, ...), got {value!r}")
+
+
+def first_stage_cond_dim(name: str, ctx: StageContext) -> int:
+    """The condition size for a generator stage that draws from noise, which only the first stage gets:
+    a later place is the recipe's mistake; a context without ``cond_dim`` is the core's."""
+    if ctx.index != 0 or ctx.in_size is not None:
+        raise RecipeError(f"{name} is stage {ctx.index + 1}, but it draws from noise, so it can only be the "
+                          "first stage", fix="make it stage 1, and refine its image with stackgan-refiner (input: image)")
+    if ctx.cond_dim is None:
+        raise ValueError(f"{name} needs ctx.cond_dim; the stack must fill it in before building the stage")
+    return ctx.cond_dim

@@ -29,6 +29,7 @@ from ganstack.errors import RecipeError
 from ganstack.interfaces import Condition, StageContext, StageOutput
 from ganstack_defaults.networks.blocks import (
     LEAK,
+    first_stage_cond_dim,
     four_times_power_of_two,
     init_weights,
     log2_exact,
@@ -116,12 +117,8 @@ class GanIntClsGenerator(nn.Module):
 
 def build_gan_int_cls_generator(options: GanIntClsGeneratorOptions, ctx: StageContext) -> GanIntClsGenerator:
     """GAN-INT-CLS's DCGAN generator: noise and the compressed text to an image by transposed convolutions."""
-    if ctx.index != 0:
-        raise RecipeError(f"the gan-int-cls generator is stage {ctx.index + 1}, but it draws from noise and "
-                          "only the first stage gets noise", fix="make it the first (and only) stage")
-    if ctx.cond_dim is None:
-        raise ValueError("gan-int-cls needs ctx.cond_dim; the stack must fill it in before building the stage")
-    return init_weights(GanIntClsGenerator(options, ctx.noise_dim, ctx.cond_dim, ctx.image_channels), linear=False)
+    cond_dim = first_stage_cond_dim("gan-int-cls", ctx)
+    return init_weights(GanIntClsGenerator(options, ctx.noise_dim, cond_dim, ctx.image_channels), linear=False)
 
 
 # -------------------------------------------------------------------------------- discriminator

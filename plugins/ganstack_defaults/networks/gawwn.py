@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ganstack.errors import RecipeError
 from ganstack.interfaces import Condition, StageContext, StageOutput
-from ganstack_defaults.networks.blocks import LEAK, init_weights, log2_exact, replicate
+from ganstack_defaults.networks.blocks import LEAK, first_stage_cond_dim, init_weights, log2_exact, replicate
 from ganstack_defaults.networks.gan_int_cls import Bottleneck
 from ganstack_defaults.networks.gawwn_blocks import (
     GRID,
@@ -164,12 +164,8 @@ class GawwnBoxGenerator(nn.Module):
 
 def build_gawwn_box_generator(options: GawwnBoxGeneratorOptions, ctx: StageContext) -> GawwnBoxGenerator:
     """GAWWN box generator: noise, text and a box to an image, the text placed in the box."""
-    if ctx.in_size is not None:
-        raise RecipeError("gawwn-box draws from noise, so it can only be the first stage",
-                          fix="make it stage 1, and refine its image with stackgan-refiner (input: image)")
-    if ctx.cond_dim is None:
-        raise ValueError("gawwn-box needs ctx.cond_dim; the stack must fill it in before building the stage")
-    return init_weights(GawwnBoxGenerator(options, ctx.noise_dim, ctx.cond_dim, ctx.image_channels))
+    cond_dim = first_stage_cond_dim("gawwn-box", ctx)
+    return init_weights(GawwnBoxGenerator(options, ctx.noise_dim, cond_dim, ctx.image_channels))
 
 
 # ------------------------------------------------------------------------------- discriminator

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ganstack.errors import RecipeError, UserError
 from ganstack.interfaces import Condition, StageContext, StageOutput
-from ganstack_defaults.networks.blocks import LEAK, init_weights, replicate
+from ganstack_defaults.networks.blocks import LEAK, first_stage_cond_dim, init_weights, replicate
 from ganstack_defaults.networks.gan_int_cls import Bottleneck
 from ganstack_defaults.networks.gawwn_blocks import (
     GRID,
@@ -169,12 +169,8 @@ class KeypointGenerator(nn.Module):
 
 def build_keypoint_generator(options: KeypointGeneratorOptions, ctx: StageContext) -> KeypointGenerator:
     """GAWWN keypoint generator: noise, text and part locations to a 128x128 image."""
-    if ctx.in_size is not None:
-        raise RecipeError("gawwn-keypoints draws from noise, so it can only be the first stage",
-                          fix="make it stage 1, and refine its image with stackgan-refiner (input: image)")
-    if ctx.cond_dim is None:
-        raise ValueError("gawwn-keypoints needs ctx.cond_dim; the stack must fill it in before building the stage")
-    return init_weights(KeypointGenerator(options, ctx.noise_dim, ctx.cond_dim, ctx.image_channels))
+    cond_dim = first_stage_cond_dim("gawwn-keypoints", ctx)
+    return init_weights(KeypointGenerator(options, ctx.noise_dim, cond_dim, ctx.image_channels))
 
 
 # -------------------------------------------------------------------------------- discriminator

@@ -84,6 +84,13 @@ def test_run_writes_every_output(cli, tmp_path: Path) -> None:
     assert "step 4/4 stage 1 epoch 0 D1=" in stdout and "min left" in stdout  # plain progress lines
 
 
+def test_snapshots_are_kept_on_their_own_count_not_only_when_last_pt_is_written(cli, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli("run", TINY, "--out", out, "--max-steps", 4, "--set", "output.keep_every=2",
+               "--set", "output.checkpoint_every=3")[0] == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.pt", "step_0000002.pt", "step_0000004.pt"]
+
+
 def test_kept_snapshots_hold_weights_only_and_are_refused_by_resume(cli, tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert cli("run", TINY, "--out", out, "--max-steps", 4, "--set", "output.keep_every=2",

@@ -218,10 +218,12 @@ class Checkpoints:
         return step % self.every == 0
 
     def after_step(self, step: int, _terms: dict[str, Tensor], _active: list[int]) -> None:
-        if self.due(step) and self.guard.in_a_row == 0:
+        if self.guard.in_a_row:
+            return
+        if self.due(step):
             self.save()
-            if self.keep_every and step % self.keep_every == 0:
-                self.save(f"step_{step:07d}")
+        if self.keep_every and step % self.keep_every == 0:  # on its own count, not only with last.pt
+            self.save(f"step_{step:07d}")
 
     def contents(self, *, resumable: bool) -> dict[str, Any]:
         """Everything a checkpoint holds. Without ``resumable`` (kept snapshots): the weights, EMA and

@@ -59,6 +59,18 @@ def test_two_runs_started_at_once_into_one_folder(tmp_path: Path) -> None:
     assert ("is in use by another ganstack run" in text or "already holds a run" in text) and "Traceback" not in text
 
 
+def test_the_writability_probe_leaves_another_runs_probe_alone(cli, tmp_path: Path) -> None:
+    # Two runs started at once each probe the folder; with one shared probe name the first to finish
+    # deleted the other's, which then failed "cannot write ... No such file or directory"
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".write-test").write_text("theirs")
+    code, stdout, err = cli("run", TINY, "--out", out, "--max-steps", 1)
+    assert code == 0, stdout + err
+    assert (out / ".write-test").read_text() == "theirs"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".write-test")] == [".write-test"]
+
+
 @pytest.mark.parametrize(("flag", "value"), [("--max-steps", "0"), ("--max-steps", "-3"),
                                              ("--max-minutes", "0"), ("--max-minutes", "-1.5")])
 def test_non_positive_budgets_are_refused(cli, tmp_path: Path, flag: str, value: str) -> None:

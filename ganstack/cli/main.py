@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -431,12 +432,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _prepare_out(out: Path) -> None:
-    """Fail early, with a clear message, when the output folder cannot be written."""
+    """Fail early, with a clear message, when the output folder cannot be written. The probe file has
+    a name of its own (two runs started at once into one folder must not delete each other's)."""
+    import tempfile
+
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(handle)
+        os.unlink(probe)
     except OSError as exc:
         raise UserError(f"cannot write to the output folder {out}: {exc.strerror or exc}", path="--out",
                         fix="choose a writable folder with --out") from None

@@ -19,6 +19,7 @@ Usage::
     python benchmarks/gawwn_shapes.py --out benchmarks/results/gawwn [--minutes 10] [--n 500]
     python benchmarks/gawwn_shapes.py --out /tmp/g --steps 20 --n 16         # a smoke run
     python benchmarks/gawwn_shapes.py --run runs/shapes_gawwn-TIMESTAMP --out DIR   # score only
+    python benchmarks/gawwn_shapes.py --recipe my_variant.yaml --out DIR --steps 700   # a variant
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ SHOWN = ("test/centre_in_box", "holdout/centre_in_box", "test/no_shape", *COMPAR
          "test/all", "holdout/all", "real_test/centre_in_box", "real_test/all")
 
 
-def train(out: Path, minutes: float | None, steps: int | None, extra: list[str]) -> None:
+def train(recipe: Path, out: Path, minutes: float | None, steps: int | None, extra: list[str]) -> None:
     from ganstack.cli.main import main
 
-    args = ["run", str(RECIPE), "--out", str(out)]
+    args = ["run", str(recipe), "--out", str(out)]
     if minutes is not None:
         args += ["--max-minutes", str(minutes)]
     if steps is not None:
@@ -73,6 +74,7 @@ def score(run: Path, n: int, batch_size: int, judge: dict[str, int]) -> dict[str
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/results/gawwn", help="output folder")
+    parser.add_argument("--recipe", default=str(RECIPE), help="a variant of shapes_gawwn.yaml to train instead")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=None, help="training budget (default: the recipe's 10)")
     budget.add_argument("--steps", type=int, default=None, help="train this many steps instead")
@@ -91,7 +93,7 @@ def main() -> int:
     if not args.run:
         if run.exists():
             shutil.rmtree(run)
-        train(run, args.minutes, args.steps, args.overrides)
+        train(Path(args.recipe), run, args.minutes, args.steps, args.overrides)
     wall = time.monotonic() - started
     step, seconds = training_time(run)
     judge = {k: v for k, v in (("judge_steps", args.judge_steps), ("judge_train_scenes", args.judge_scenes))
@@ -101,7 +103,7 @@ def main() -> int:
     if args.quickstart:
         final = json.loads(Path(args.quickstart).read_text())["final"]
         quickstart = {k: final[k] for k in COMPARED if k in final}
-    report = {"recipe": "recipes/shapes_gawwn.yaml", "minutes": args.minutes, "steps": args.steps,
+    report = {"recipe": args.recipe if args.recipe != str(RECIPE) else "recipes/shapes_gawwn.yaml", "minutes": args.minutes, "steps": args.steps,
               "overrides": args.overrides, "trained_steps": step, "train_seconds": seconds,
               "wall_seconds": round(wall, 1), "n": args.n, "cpu_count": os.cpu_count(),
               "load_average": os.getloadavg(), "final": values, "targets": TARGETS, "quickstart": quickstart,

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ganstack.errors import RecipeError
-from ganstack.interfaces import Condition, StageContext
+from ganstack.interfaces import Condition, StageContext, field_requests
 from ganstack_defaults.networks.gawwn import (
     GawwnBoxDiscriminator,
     GawwnBoxDiscriminatorOptions,
@@ -328,3 +328,45 @@ def test_the_fields_pair_is_off_by_default_and_refused_for_a_discriminator_witho
     code, _out, err = cli("check", "shapes_quickstart", "--set", "stages.0.losses.0.fields_pair=1")
     assert code == 2 and "Traceback" not in err
     assert "stages[0].losses[0].fields_pair" in err and "reads none" in err and "fields_pair: 0" in err
+
+
+# ------------------------------------------------------------------- the projection D's box
+def test_the_projection_discriminators_box_terms_are_the_projected_coverage_and_the_text_in_the_box() -> None:
+    from ganstack_defaults.networks.discriminators import ProjectionOptions, build_projection
+
+    plain = build_projection(ProjectionOptions(ndf=4), ctx(image_size=16)).eval()
+    boxed = build_projection(ProjectionOptions(ndf=4, box=True), ctx(image_size=16)).eval()
+    assert field_requests(plain) == frozenset() and field_requests(boxed) == {"box"}
+    channels = boxed.feature_channels
+    width = channels * 16
+    assert count(boxed) - count(plain) == 64 * width + TEXT * channels  # both projections without a bias
+    boxed.load_state_dict(plain.state_dict(), strict=False)
+    features = plain.features(torch.rand(2, 3, 16, 16) * 2 - 1)
+    text = torch.randn(2, TEXT)
+    base = plain.cond_logits(features, condition(text), text)
+    fields = {"box": BOXES}
+    # BOXES[0] is the top-left quarter, BOXES[1] x 0.5-1 and y 0.25-1: cells wholly covered, by hand
+    on_8x8 = [[r * 8 + c for r in range(4) for c in range(4)], [r * 8 + c for r in range(2, 8) for c in range(4, 8)]]
+    on_4x4 = [[(r, c) for r in range(2) for c in range(2)], [(r, c) for r in range(1, 4) for c in range(2, 4)]]
+    weight = torch.randn(width, 64)
+    with torch.no_grad():
+        boxed.project_box.weight.copy_(weight)
+        boxed.project_in_box.weight.zero_()
+    got = boxed.cond_logits(features, condition(text), text, fields=fields)
+    for i in range(2):
+        assert torch.allclose(got[i], base[i] + (weight[:, on_8x8[i]].sum(dim=1) * features[i]).sum(), atol=1e-4)
+    weight = torch.randn(channels, TEXT)
+    with torch.no_grad():
+        boxed.project_box.weight.zero_()
+        boxed.project_in_box.weight.copy_(weight)
+    got = boxed.cond_logits(features, condition(text), text, fields=fields)
+    grid = features.view(2, channels, 4, 4)
+    for i in range(2):
+        in_box = torch.stack([grid[i, :, r, c] for r, c in on_4x4[i]]).mean(dim=0)
+        assert torch.allclose(got[i], base[i] + (weight @ text[i] * in_box).sum(), atol=1e-4)
+
+
+def test_a_projection_discriminator_that_reads_the_box_takes_the_fields_pair(cli: Any) -> None:
+    code, out, err = cli("check", "shapes_quickstart", "--set", "stages.0.discriminator.box=true",
+                         "--set", "stages.0.losses.0.fields_pair=1")
+    assert code == 0, out + err

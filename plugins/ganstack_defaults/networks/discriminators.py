@@ -19,6 +19,7 @@ from ganstack_defaults.networks.blocks import (
     log2_exact,
     with_condition,
 )
+from ganstack_defaults.networks.gawwn_blocks import BOX, box_mask, example_boxes, masked_mean
 
 TEXT_CONDITION_DIM = 128  # the TF code's compressed embedding size, when the stage's is unknown
 
@@ -129,6 +130,11 @@ class ProjectionOptions:
         "doc": "`text` (the raw embedding, projected by D) or `mu` (the stage's condition mean, detached)"})
     unconditional_head: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool), metadata={
         "doc": "also report the image-only logit to losses that use it"})
+    box: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool), metadata={
+        "doc": "also read the example's bounding box (the dataset's `box` field): its 8x8 coverage map projected onto the image features as the text is (is the object there?), and the text projected onto the features averaged over the box (does it look as the caption says?); for box-conditioned stacks such as shapes_gawwn, not in the paper"})
+
+
+BOX_GRID = 8  # side of the box coverage map the projection D reads with ``box: true``
 
 
 class ProjectionDiscriminator(nn.Module):
@@ -139,6 +145,11 @@ class ProjectionDiscriminator(nn.Module):
     ``y`` is the text (or the condition mean). The inner product asks every feature whether the
     image agrees with the text, a stronger signal than concatenating the text at 4x4, so
     text-image alignment is learnt in fewer steps (docs/benchmarks.md).
+
+    With ``box`` (D requests the ``box`` field), two terms more: ``<U m, h>``, the box's coverage
+    ``m`` of an 8x8 grid projected as the text is (is the object where the box says?), and
+    ``<W y, mean of the 4x4 features over the box>`` (does what lies in the box match the text?),
+    the one place where text, box and picture meet, as in GAWWN's local pathway.
     """
 
     def __init__(self, options: ProjectionOptions, image_size: int, image_channels: int, y_dim: int) -> None:
@@ -149,15 +160,31 @@ class ProjectionDiscriminator(nn.Module):
         self.image_head = nn.Linear(width, 1)
         self.project = nn.Linear(y_dim, width, bias=False)
         self.report_uncond = options.unconditional_head
+        self.project_box = nn.Linear(BOX_GRID * BOX_GRID, width, bias=False) if options.box else None
+        self.project_in_box = nn.Linear(y_dim, self.feature_channels, bias=False) if options.box else None
+        self.requests = frozenset({BOX}) if options.box else frozenset()
+
+    def example_fields(self, batch_size: int) -> dict[str, Tensor]:
+        """A centred box per example, for building and size estimates without data."""
+        return {BOX: example_boxes(batch_size)}
 
     def features(self, image: Tensor) -> Tensor:
         return self.image_path(image).flatten(1)
 
-    def cond_logits(self, features: Tensor, condition: Condition, text: Tensor) -> Tensor:
+    def cond_logits(self, features: Tensor, condition: Condition, text: Tensor, *,
+                    fields: dict[str, Tensor] | None = None) -> Tensor:
         y = condition.mu.detach() if self.condition == "mu" else text
-        return self.image_head(features).reshape(-1) + (self.project(y) * features).sum(dim=1)
+        logits = self.image_head(features).reshape(-1) + (self.project(y) * features).sum(dim=1)
+        if self.project_box is not None:
+            if fields is None or BOX not in fields:
+                raise ValueError("projection with box: true needs fields['box']; the core passes what it requests")
+            box = fields[BOX].to(features.dtype)
+            logits = logits + (self.project_box(box_mask(box, BOX_GRID).flatten(1)) * features).sum(dim=1)
+            in_box = masked_mean(features.view(len(features), self.feature_channels, 4, 4), box_mask(box, 4))
+            logits = logits + (self.project_in_box(y) * in_box).sum(dim=1)
+        return logits
 
-    def uncond_logits(self, features: Tensor) -> Tensor | None:
+    def uncond_logits(self, features: Tensor, *, fields: dict[str, Tensor] | None = None) -> Tensor | None:
         return self.image_head(features).reshape(-1) if self.report_uncond else None
 
 

@@ -22,6 +22,7 @@ from ganstack.interfaces import Condition, StageContext, StageOutput
 from ganstack_defaults.networks.blocks import LEAK, first_stage_cond_dim, init_weights, log2_exact, replicate
 from ganstack_defaults.networks.gan_int_cls import Bottleneck
 from ganstack_defaults.networks.gawwn_blocks import (
+    BOX,
     GRID,
     UPSAMPLING,
     box_mask,
@@ -40,7 +41,6 @@ from ganstack_defaults.networks.gawwn_blocks import (
     up_to_image,
 )
 
-BOX = "box"
 TEXT_CHANNELS_D = 128  # the paper's nt: the discriminator's compressed text
 
 

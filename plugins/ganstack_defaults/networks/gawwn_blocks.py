@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ganstack_defaults.networks.blocks import LEAK, replicate
 
+BOX = "box"  # the dataset field a box-conditioned component requests: [B, 4] (x0, y0, x1, y1) in fractions
 GRID = 16  # the paper's location resolution (16x16 maps for boxes and keypoints)
 
 

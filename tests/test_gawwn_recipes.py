@@ -110,3 +110,11 @@ def test_the_training_sample_sheet_outlines_the_box_each_row_was_drawn_in(gawwn_
         y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
         assert inside[y0, x0:x1 + 1].all() and inside[y1, x0:x1 + 1].all()  # the top and bottom edges
         assert inside[y0:y1 + 1, x0].all() and inside[y0:y1 + 1, x1].all()  # the left and right edges
+
+
+def test_the_benchmark_variants_build(cli) -> None:
+    variants = sorted((ROOT / "benchmarks" / "variants").glob("*.yaml"))
+    assert variants
+    for variant in variants:
+        code, out, err = cli("check", variant)
+        assert code == 0, f"{variant.name}: {out}{err}"

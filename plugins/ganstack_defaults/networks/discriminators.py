@@ -19,7 +19,7 @@ from ganstack_defaults.networks.blocks import (
     log2_exact,
     with_condition,
 )
-from ganstack_defaults.networks.gawwn_blocks import BOX, box_mask, example_boxes, masked_mean
+from ganstack_defaults.networks.gawwn_blocks import BOX, ExampleBoxes, box_mask, masked_mean
 
 TEXT_CONDITION_DIM = 128  # the TF code's compressed embedding size, when the stage's is unknown
 
@@ -137,7 +137,7 @@ class ProjectionOptions:
 BOX_GRID = 8  # side of the box coverage map the projection D reads with ``box: true``
 
 
-class ProjectionDiscriminator(nn.Module):
+class ProjectionDiscriminator(ExampleBoxes, nn.Module):
     """Projection discriminator (Miyato and Koyama, 2018) on StackGAN's down path.
 
     The 4x4 feature map is flattened to ``h`` (not summed over space as in the paper, so that
@@ -163,10 +163,6 @@ class ProjectionDiscriminator(nn.Module):
         self.project_box = nn.Linear(BOX_GRID * BOX_GRID, width, bias=False) if options.box else None
         self.project_in_box = nn.Linear(y_dim, self.feature_channels, bias=False) if options.box else None
         self.requests = frozenset({BOX}) if options.box else frozenset()
-
-    def example_fields(self, batch_size: int) -> dict[str, Tensor]:
-        """A centred box per example, for building and size estimates without data."""
-        return {BOX: example_boxes(batch_size)}
 
     def features(self, image: Tensor) -> Tensor:
         return self.image_path(image).flatten(1)

@@ -25,12 +25,12 @@ from ganstack_defaults.networks.gawwn_blocks import (
     BOX,
     GRID,
     UPSAMPLING,
+    ExampleBoxes,
     box_mask,
     conv_bn,
     deconv_bn,
     double,
     down_to_vector,
-    example_boxes,
     image_global_path,
     image_trunk,
     logit_head,
@@ -93,7 +93,7 @@ class GawwnBoxGeneratorOptions:
         "doc": "also join the compressed text itself to the global pathway's vector, so what lies outside the box (the background) reads the caption directly rather than through the text placed in the box (not in the paper)"})
 
 
-class GawwnBoxGenerator(nn.Module):
+class GawwnBoxGenerator(ExampleBoxes, nn.Module):
     """GAWWN's box generator: a global and a local pathway meet on the grid, then upsample to the image.
 
     The condition ``c`` (the raw text embedding with an ``identity`` conditioner, as in the paper) is
@@ -141,10 +141,6 @@ class GawwnBoxGenerator(nn.Module):
         ups = log2_exact(options.out_size // grid) or 0
         self.to_image = up_to_image(_image_widths(n, ups), image_channels, upsample=options.upsample)
 
-    def example_fields(self, batch_size: int) -> dict[str, Tensor]:
-        """A centred box per example, for building and size estimates without data."""
-        return {BOX: example_boxes(batch_size)}
-
     def forward(self, z: Tensor | None, condition: Condition, prev: StageOutput | None, *,
                 fields: dict[str, Tensor]) -> StageOutput:
         if z is None:
@@ -188,7 +184,7 @@ class GawwnBoxDiscriminatorOptions:
         "doc": "add the inner product of the projected text with the joined local and global vectors to the logit (Miyato and Koyama's projection; not in the paper): D learns what the words mean sooner, as the quickstart's `projection` D does"})
 
 
-class GawwnBoxDiscriminator(nn.Module):
+class GawwnBoxDiscriminator(ExampleBoxes, nn.Module):
     """GAWWN's box discriminator: a local pathway over the box and a global one, joined to a logit.
 
     ``features``: the image trunk (4x4 stride-2 convs to the grid, ``2ndf`` channels). With the text
@@ -227,10 +223,6 @@ class GawwnBoxDiscriminator(nn.Module):
                                          conv_bn(4 * d, d, 4, act="leaky"))
         self.head = logit_head(d)
         self.project = nn.Linear(nt, 2 * d, bias=False) if options.projection else None
-
-    def example_fields(self, batch_size: int) -> dict[str, Tensor]:
-        """A centred box per example, for building and size estimates without data."""
-        return {BOX: example_boxes(batch_size)}
 
     def features(self, image: Tensor) -> Tensor:
         return self.trunk(image)

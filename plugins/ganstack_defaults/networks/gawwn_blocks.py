@@ -67,6 +67,14 @@ def example_boxes(batch_size: int) -> Tensor:
     return torch.tensor([[0.25, 0.25, 0.75, 0.75]]).expand(batch_size, 4).clone()
 
 
+class ExampleBoxes:
+    """``example_fields`` for a component that requests the box: one for each box-reading module."""
+
+    def example_fields(self, batch_size: int) -> dict[str, Tensor]:
+        """A centred box per example, for building and size estimates without data."""
+        return {BOX: example_boxes(batch_size)}
+
+
 # ---------------------------------------------------------------------------------------- layers
 def _activation(kind: str | None) -> list[nn.Module]:
     if kind is None:

@@ -370,3 +370,39 @@ def test_a_projection_discriminator_that_reads_the_box_takes_the_fields_pair(cli
     code, out, err = cli("check", "shapes_quickstart", "--set", "stages.0.discriminator.box=true",
                          "--set", "stages.0.losses.0.fields_pair=1")
     assert code == 0, out + err
+
+
+def test_the_projection_discriminators_box_join_reads_the_text_beside_the_features_in_and_around_the_box() -> None:
+    from ganstack_defaults.networks.discriminators import ProjectionOptions, build_projection
+
+    boxed = build_projection(ProjectionOptions(ndf=4, box=True), ctx(image_size=16)).eval()
+    joined = build_projection(ProjectionOptions(ndf=4, box=True, box_join=5), ctx(image_size=16)).eval()
+    channels = joined.feature_channels
+    assert count(joined) - count(boxed) == (TEXT + 2 * channels) * 5 + 5 + 5 + 1  # two layers with biases
+    joined.load_state_dict(boxed.state_dict(), strict=False)
+    features = boxed.features(torch.rand(2, 3, 16, 16) * 2 - 1)
+    text = torch.randn(2, TEXT)
+    fields = {"box": BOXES}
+    base = boxed.cond_logits(features, condition(text), text, fields=fields)
+    w1, b1, w2, b2 = torch.randn(5, TEXT + 2 * channels), torch.randn(5), torch.randn(1, 5), torch.randn(1)
+    with torch.no_grad():
+        for layer, weight, bias in ((joined.join[0], w1, b1), (joined.join[2], w2, b2)):
+            layer.weight.copy_(weight)
+            layer.bias.copy_(bias)
+    got = joined.cond_logits(features, condition(text), text, fields=fields)
+    # the 4x4 cells each box covers wholly (as in the test above); every other cell lies wholly outside
+    on_4x4 = [[(r, c) for r in range(2) for c in range(2)], [(r, c) for r in range(1, 4) for c in range(2, 4)]]
+    grid = features.view(2, channels, 4, 4)
+    for i in range(2):
+        cells = [(r, c) for r in range(4) for c in range(4)]
+        inside = torch.stack([grid[i, :, r, c] for r, c in on_4x4[i]]).mean(dim=0)
+        outside = torch.stack([grid[i, :, r, c] for r, c in cells if (r, c) not in on_4x4[i]]).mean(dim=0)
+        hidden = w1 @ torch.cat([text[i], inside, outside]) + b1
+        hidden = torch.where(hidden > 0, hidden, 0.2 * hidden)
+        assert torch.allclose(got[i], base[i] + (w2 @ hidden + b2)[0], atol=1e-4)
+
+
+def test_box_join_without_box_is_refused_with_the_key_and_the_fix(cli: Any) -> None:
+    code, _out, err = cli("check", "shapes_quickstart", "--set", "stages.0.discriminator.box_join=64")
+    assert code == 2 and "Traceback" not in err
+    assert "stages[0].discriminator" in err and "box: true" in err

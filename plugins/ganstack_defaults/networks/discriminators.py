@@ -7,6 +7,7 @@ from itertools import pairwise
 from typing import Any, Literal
 
 import attrs
+import torch
 from torch import Tensor, nn
 
 from ganstack.errors import RecipeError
@@ -132,6 +133,13 @@ class ProjectionOptions:
         "doc": "also report the image-only logit to losses that use it"})
     box: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool), metadata={
         "doc": "also read the example's bounding box (the dataset's `box` field): its 8x8 coverage map projected onto the image features as the text is (is the object there?), and the text projected onto the features averaged over the box (does it look as the caption says?); for box-conditioned stacks such as shapes_gawwn, not in the paper"})
+    box_join: int = attrs.field(default=0, validator=attrs.validators.ge(0), metadata={
+        "doc": "with `box`: hidden width of a small MLP on the text beside the features averaged inside and outside the box, one more logit term that can tell which colour lies where (0: off; not in the paper)"})
+
+    def __attrs_post_init__(self) -> None:
+        if self.box_join and not self.box:
+            raise ValueError("'box_join' joins the text with the features in and around the box, so it needs "
+                             "box: true; set box: true or remove box_join")
 
 
 BOX_GRID = 8  # side of the box coverage map the projection D reads with ``box: true``
@@ -163,6 +171,9 @@ class ProjectionDiscriminator(ExampleBoxes, nn.Module):
         self.project_box = nn.Linear(BOX_GRID * BOX_GRID, width, bias=False) if options.box else None
         self.project_in_box = nn.Linear(y_dim, self.feature_channels, bias=False) if options.box else None
         self.requests = frozenset({BOX}) if options.box else frozenset()
+        self.join = nn.Sequential(nn.Linear(y_dim + 2 * self.feature_channels, options.box_join),
+                                  nn.LeakyReLU(LEAK, inplace=True),
+                                  nn.Linear(options.box_join, 1)) if options.box_join else None
 
     def features(self, image: Tensor) -> Tensor:
         return self.image_path(image).flatten(1)
@@ -176,8 +187,12 @@ class ProjectionDiscriminator(ExampleBoxes, nn.Module):
                 raise ValueError("projection with box: true needs fields['box']; the core passes what it requests")
             box = fields[BOX].to(features.dtype)
             logits = logits + (self.project_box(box_mask(box, BOX_GRID).flatten(1)) * features).sum(dim=1)
-            in_box = masked_mean(features.view(len(features), self.feature_channels, 4, 4), box_mask(box, 4))
+            grid, mask = features.view(len(features), self.feature_channels, 4, 4), box_mask(box, 4)
+            in_box = masked_mean(grid, mask)
             logits = logits + (self.project_in_box(y) * in_box).sum(dim=1)
+            if self.join is not None:
+                joined = torch.cat([y, in_box, masked_mean(grid, 1 - mask)], dim=1)
+                logits = logits + self.join(joined).reshape(-1)
         return logits
 
     def uncond_logits(self, features: Tensor, *, fields: dict[str, Tensor] | None = None) -> Tensor | None:

@@ -45,8 +45,8 @@ def train(recipe: Path, out: Path, minutes: float | None, steps: int | None, ext
     args = ["run", str(recipe), "--out", str(out)]
     if minutes is not None:
         args += ["--max-minutes", str(minutes)]
-    if steps is not None:
-        args += ["--max-steps", str(steps)]
+    if steps is not None:  # instead of the minutes: the recipe's own max_minutes would stop it first
+        args += ["--max-steps", str(steps), "--set", "training.max_minutes=null"]
     for assignment in extra:
         args += ["--set", assignment]
     if main(args) != 0:

@@ -52,11 +52,16 @@ called as before.
 WORD_FIELDS = ("words", "word_mask")
 """What the ``words`` request delivers into ``fields``."""
 
+BOX = "box"
+KEYPOINTS = "keypoints"
+LOCATION_FIELDS = (BOX, KEYPOINTS)
+"""The fields that say where in the picture (drawn on sample sheets and previews, given by flags)."""
+
 FIELDS = {
-    "box": "float [B, 4]: (x0, y0, x1, y1), fractions of the image side, origin top left, after the "
-           "dataset's crop, resize and flip (one box serves every stage's resolution)",
-    "keypoints": "float [B, K, 3]: (x, y, visible) per part, x/y fractions as for box; an invisible part "
-                 "(or one cropped out) has visible = 0 and x = y = 0 (CUB: K = 15, its parts.txt order)",
+    BOX: "float [B, 4]: (x0, y0, x1, y1), fractions of the image side, origin top left, after the "
+         "dataset's crop, resize and flip (one box serves every stage's resolution)",
+    KEYPOINTS: "float [B, K, 3]: (x, y, visible) per part, x/y fractions as for box; an invisible part "
+               "(or one cropped out) has visible = 0 and x = y = 0 (CUB: K = 15, its parts.txt order)",
     "class_id": "long [B]: the example's class (-1 unknown)",
 }
 """The conditioning fields ganstack knows by name (a plugin's dataset may add its own, any name,

@@ -197,7 +197,8 @@ def test_imported_encoder_computes_reeds_equations(make, cli, tmp_path: Path) ->
     assert not list(encoder.parameters()) and encoder.state_dict() == {}  # frozen, and not in run checkpoints
     from ganstack_defaults.text.reed import load_reed_encoder  # the Python route, for `sample --embeddings`
 
-    np.testing.assert_array_equal(load_reed_encoder(out).encode_text(CAPTIONS[:2]).numpy(), got[:2].astype(np.float32))
+    # the same batch, so the same kernels: a smaller batch may round differently on another CPU
+    np.testing.assert_array_equal(load_reed_encoder(out).encode_text(CAPTIONS).numpy(), got.astype(np.float32))
 
 
 def test_encoder_file_loads_with_weights_only_and_records_the_architecture(cub, cli, tmp_path: Path) -> None:

@@ -447,7 +447,8 @@ def _prepare_out(out: Path) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from ganstack.sample.draw import load, read_captions, read_embeddings, write_samples
+    from ganstack.interfaces import BOX, KEYPOINTS
+    from ganstack.sample.draw import FIELD_FLAGS, load, read_captions, read_embeddings, write_samples
     from ganstack.sample.fields import parse_box, read_keypoints
 
     if args.n < 1 or (args.ca_variations is not None and args.ca_variations < 1) or args.steps < 2:
@@ -457,10 +458,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model = load(args.run, device=args.device, ema=not args.no_ema)
     given: dict[str, Any] = {}
     if box is not None:
-        given["box"] = box
+        given[BOX] = box
     if args.keypoints is not None:
-        given["keypoints"] = read_keypoints(Path(args.keypoints), model.keypoint_count())
-    for name, flag in (("box", "--box"), ("keypoints", "--keypoints")):
+        given[KEYPOINTS] = read_keypoints(Path(args.keypoints), model.keypoint_count())
+    for name, flag in FIELD_FLAGS.items():
         if name in given and name not in model.needed_fields():
             takes = ", ".join(sorted(model.needed_fields())) or "no conditioning fields"
             raise UserError(f"{flag} was given, but this run's stack does not take a {name} (it takes {takes})",
@@ -640,7 +641,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         raise UserError("missing action", fix="use `ganstack data preview RECIPE --out DIR`")
     from ganstack.build.dataset import build_dataset
     from ganstack.build.stack import build_stack
-    from ganstack.interfaces import fields_of
+    from ganstack.interfaces import LOCATION_FIELDS, fields_of
     from ganstack.recipe.resolve import load_recipe
     from ganstack.sample.preview import write_preview
 
@@ -649,7 +650,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     dataset = build_dataset(resolved, args.split, stack.resolutions)
     manifest = write_preview(dataset, stack.resolutions, Path(args.out), args.n, args.split, draw=args.draw)
     _console().print(f"Wrote {args.n} examples x {len(stack.resolutions)} resolutions; manifest: {manifest}")
-    if args.draw and not {"box", "keypoints"} & fields_of(dataset):
+    if args.draw and not set(LOCATION_FIELDS) & fields_of(dataset):
         _console().print(f"Nothing drawn: {resolved.recipe.dataset.type} gives no box or keypoints here "
                          "(docs/datasets.md#boxes-and-keypoints says which datasets do)")
     return 0

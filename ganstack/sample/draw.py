@@ -16,7 +16,7 @@ from ganstack.build.devices import resolve_device
 from ganstack.build.estimate import host_memory, size_text
 from ganstack.build.stack import Stack, build_stack
 from ganstack.errors import UserError
-from ganstack.interfaces import WORD_FIELDS, TextFeatures, as_text_features
+from ganstack.interfaces import BOX, KEYPOINTS, WORD_FIELDS, TextFeatures, as_text_features
 from ganstack.reading import read_text
 from ganstack.recipe.resolve import ResolvedRecipe, recipe_from_dict
 from ganstack.run_folder.checkpoint import checkpoint_recipe, checkpoint_step, load_checkpoint, load_weights
@@ -73,12 +73,12 @@ class TextToImage:
     def keypoint_count(self) -> int | None:
         """The number of parts the stack's keypoints have (from its components' ``example_fields``), or
         None where it takes no keypoints or does not say."""
-        if "keypoints" not in self.needed_fields():
+        if KEYPOINTS not in self.needed_fields():
             return None
         from ganstack.build.stack import example_fields
 
         try:
-            return int(example_fields(self.stack, 1)["keypoints"].shape[-2])
+            return int(example_fields(self.stack, 1)[KEYPOINTS].shape[-2])
         except (UserError, KeyError, IndexError):
             return None
 
@@ -252,7 +252,7 @@ class TextToImage:
         return Samples(labels, 1, [seed] * steps, images, _given(per_caption))
 
 
-FIELD_FLAGS = {"box": "--box", "keypoints": "--keypoints"}
+FIELD_FLAGS = {BOX: "--box", KEYPOINTS: "--keypoints"}
 """The ``ganstack sample`` flag that gives each conditioning field."""
 
 
@@ -319,8 +319,8 @@ def write_samples(samples: Samples, out_dir: Path, *, stages: str = "all",
         given = {name: value[ci].tolist() for name, value in samples.fields.items()}  # recorded per image
         for si in range(samples.n):
             rows.append(caption if samples.n == 1 else f"{caption} [{si + 1}]")
-            boxes.append(given.get("box"))
-            keypoints.append(given.get("keypoints"))
+            boxes.append(given.get(BOX))
+            keypoints.append(given.get(KEYPOINTS))
             for k in chosen:
                 rel = f"caption{ci:03d}_sample{si:02d}_stage{k + 1}.png"
                 writer.add(to_uint8(samples.image(ci, si, k)), rel, caption=caption, index=si, stage=k + 1,

@@ -12,19 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from ganstack.interfaces import CaptionDataset, fields_of
+from ganstack.interfaces import BOX, KEYPOINTS, LOCATION_FIELDS, CaptionDataset, fields_of
 from ganstack.sample.images import to_uint8
 from ganstack.sample.manifest import ManifestWriter
 from ganstack.sample.overlay import draw_box, draw_keypoints
 
-LOCATION_FIELDS = ("box", "keypoints")  # what preview records and can draw
-
 
 def _drawn(image: np.ndarray, item: dict[str, Any]) -> np.ndarray:
-    if "box" in item:
-        image = draw_box(image, item["box"].tolist())
-    if "keypoints" in item:
-        image = draw_keypoints(image, item["keypoints"].tolist())
+    if BOX in item:
+        image = draw_box(image, item[BOX].tolist())
+    if KEYPOINTS in item:
+        image = draw_keypoints(image, item[KEYPOINTS].tolist())
     return image
 
 

@@ -19,6 +19,7 @@ from torch.utils.data import default_collate
 
 from ganstack.build.stack import Stack, text_and_fields
 from ganstack.errors import UserError
+from ganstack.interfaces import BOX, KEYPOINTS, LOCATION_FIELDS
 from ganstack.recipe.resolve import ResolvedRecipe, to_data
 from ganstack.run_folder.checkpoint import rng_state, save_atomic
 from ganstack.run_folder.record import MetricsLog
@@ -194,9 +195,9 @@ class SampleSheets:
             outs = model.generate(text, batch["z"], fields=fields)
         columns = [out.image.float().cpu() for _cond, out in outs]
         headers = [f"stage {k + 1} ({r}px)" for k, r in enumerate(model.resolutions)]
-        places = {name: fields[name].float().cpu().tolist() for name in ("box", "keypoints") if name in fields}
-        save_png(contact_sheet(batch["caption"], columns, headers=headers, boxes=places.get("box"),
-                               keypoints=places.get("keypoints")), path)
+        places = {name: fields[name].float().cpu().tolist() for name in LOCATION_FIELDS if name in fields}
+        save_png(contact_sheet(batch["caption"], columns, headers=headers, boxes=places.get(BOX),
+                               keypoints=places.get(KEYPOINTS)), path)
         return path
 
 

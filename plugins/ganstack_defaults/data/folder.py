@@ -27,7 +27,7 @@ import attrs
 import numpy as np
 
 from ganstack.errors import DataError
-from ganstack.interfaces import DataContext
+from ganstack.interfaces import BOX, DataContext
 from ganstack.reading import read_text
 from ganstack.recipe.schema import seed_range
 from ganstack_defaults.data.cache import ImageFile, ImageStore, cache_key, cached_images
@@ -213,7 +213,7 @@ def build_captioned_folder(options: CaptionedFolderOptions, ctx: DataContext) ->
     keep = [chosen[i] for i in store.usable]
     return CaptionImageDataset(
         locations=_locations([records[i] for i in keep], store) if any(r.box for r in records) else None,
-        missing_fields={} if any(r.box for r in records) else {"box": f"no image in {options.captions} has a 'box'"},
+        missing_fields={} if any(r.box for r in records) else {BOX: f"no image in {options.captions} has a 'box'"},
         images=store, captions=[records[i].captions for i in keep], class_ids=ids[keep],
         resolutions=ctx.resolutions, train=split == "train", seed=ctx.seed, want_wrong=ctx.want_wrong,
         flip=options.flip, fingerprint=cache_key([name, split, store.stem.name, attrs.asdict(options)]),

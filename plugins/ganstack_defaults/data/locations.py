@@ -26,6 +26,7 @@ import attrs
 import numpy as np
 import torch
 
+from ganstack.interfaces import BOX, KEYPOINTS
 from ganstack_defaults.data.transforms import Crop
 
 # CUB-200-2011's parts, in the order of its parts/parts.txt (part id k is entry k - 1).
@@ -94,7 +95,7 @@ class Locations:
     @property
     def fields(self) -> frozenset[str]:
         """The conditioning fields these give."""
-        return frozenset(name for name, value in (("box", self.boxes), ("keypoints", self.keypoints))
+        return frozenset(name for name, value in ((BOX, self.boxes), (KEYPOINTS, self.keypoints))
                          if value is not None)
 
     def __len__(self) -> int:
@@ -105,8 +106,8 @@ class Locations:
         """Example ``index``'s fields under ``crop``, as float32 tensors."""
         out = {}
         if self.boxes is not None:
-            out["box"] = torch.from_numpy(place_box(self.boxes[index], crop).astype(np.float32))
+            out[BOX] = torch.from_numpy(place_box(self.boxes[index], crop).astype(np.float32))
         if self.keypoints is not None:
-            out["keypoints"] = torch.from_numpy(
+            out[KEYPOINTS] = torch.from_numpy(
                 place_keypoints(self.keypoints[index], crop, self.mirror).astype(np.float32))
         return out

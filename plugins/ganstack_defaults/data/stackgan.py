@@ -28,7 +28,7 @@ import attrs
 import numpy as np
 
 from ganstack.errors import DataError
-from ganstack.interfaces import DataContext
+from ganstack.interfaces import BOX, KEYPOINTS, DataContext
 from ganstack.reading import read_text
 from ganstack.safe_pickle import load_pickle
 from ganstack_defaults.data import cub
@@ -265,10 +265,10 @@ def _tables(folder: Path, keys: list[str], options: StackGANBirdsOptions) -> _Ta
             raise DataError(f"no bounding box for '{lacking[0]}'", file=str(folder / cub.IMAGES),
                             fix="use CUB_200_2011's own images.txt and bounding_boxes.txt, or set `crop_boxes: false`")
         if lacking:
-            missing["box"] = f"'{lacking[0]}' has no box in {folder / cub.BOXES}"
+            missing[BOX] = f"'{lacking[0]}' has no box in {folder / cub.BOXES}"
             boxes = None
     else:
-        missing["box"] = f"no {cub.IMAGES} and {cub.BOXES} in {folder}"
+        missing[BOX] = f"no {cub.IMAGES} and {cub.BOXES} in {folder}"
     parts = cub.read_parts(parts_path, ids) if want_parts and parts_path is not None else None
     if parts is not None:
         lacking = [k for k in keys if k not in parts]
@@ -277,7 +277,7 @@ def _tables(folder: Path, keys: list[str], options: StackGANBirdsOptions) -> _Ta
                             fix="use the images.txt and part_locs.txt of one CUB_200_2011 download, or set "
                             "`part_locs: null` to read no keypoints")
     else:
-        missing["keypoints"] = (f"no {parts_path} (option `part_locs`)" if parts_path is not None
+        missing[KEYPOINTS] = (f"no {parts_path} (option `part_locs`)" if parts_path is not None
                                 else "`part_locs` is null")
     return _Tables(boxes, parts, missing)
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ganstack.errors import RecipeError
-from ganstack.interfaces import Condition, StageContext
+from ganstack.interfaces import BOX, Condition, StageContext
 from ganstack_defaults.networks.blocks import (
     LEAK,
     conv_block,
@@ -20,7 +20,7 @@ from ganstack_defaults.networks.blocks import (
     log2_exact,
     with_condition,
 )
-from ganstack_defaults.networks.gawwn_blocks import BOX, ExampleBoxes, box_mask, masked_mean
+from ganstack_defaults.networks.gawwn_blocks import ExampleBoxes, box_mask, masked_mean
 
 TEXT_CONDITION_DIM = 128  # the TF code's compressed embedding size, when the stage's is unknown
 

@@ -18,11 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from ganstack.errors import RecipeError
-from ganstack.interfaces import Condition, StageContext, StageOutput
+from ganstack.interfaces import BOX, Condition, StageContext, StageOutput
 from ganstack_defaults.networks.blocks import LEAK, first_stage_cond_dim, init_weights, log2_exact, replicate
 from ganstack_defaults.networks.gan_int_cls import Bottleneck
 from ganstack_defaults.networks.gawwn_blocks import (
-    BOX,
     GRID,
     UPSAMPLING,
     ExampleBoxes,

@@ -19,9 +19,9 @@ from itertools import pairwise
 import torch
 from torch import Tensor, nn
 
+from ganstack.interfaces import BOX  # the field a box-conditioned component requests
 from ganstack_defaults.networks.blocks import LEAK, replicate
 
-BOX = "box"  # the dataset field a box-conditioned component requests: [B, 4] (x0, y0, x1, y1) in fractions
 GRID = 16  # the paper's location resolution (16x16 maps for boxes and keypoints)
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ganstack.errors import RecipeError, UserError
-from ganstack.interfaces import Condition, StageContext, StageOutput
+from ganstack.interfaces import KEYPOINTS, Condition, StageContext, StageOutput
 from ganstack_defaults.networks.blocks import LEAK, first_stage_cond_dim, init_weights, replicate
 from ganstack_defaults.networks.gan_int_cls import Bottleneck
 from ganstack_defaults.networks.gawwn_blocks import (
@@ -38,7 +38,6 @@ from ganstack_defaults.networks.gawwn_blocks import (
 OUT_SIZE = 128  # the image side both networks are built for (16x16 maps, three doublings)
 CUB_PARTS = 15  # CUB-200-2011's part count (parts/parts.txt)
 TEXT_CHANNELS_D = 128  # the Torch code's nt: the discriminator's compressed text
-FIELD = "keypoints"
 
 
 # ----------------------------------------------------------------------------------- keypoint maps
@@ -75,7 +74,7 @@ def example_keypoints(batch_size: int, parts: int = CUB_PARTS) -> Tensor:
 
 def _maps_of(fields: dict[str, Tensor] | None, parts: int, who: str) -> Tensor:
     """The keypoint maps of ``fields``, after checking that they hold ``[B, parts, 3]``."""
-    kp = None if fields is None else fields.get(FIELD)
+    kp = None if fields is None else fields.get(KEYPOINTS)
     if kp is None:
         raise UserError(f"{who} draws where the parts are, but no keypoints were given",
                         fix="train on a dataset that yields keypoints (stackgan-birds does); "
@@ -125,7 +124,7 @@ class KeypointGenerator(nn.Module):
     ``features`` is ``None``: the last layer goes straight to the image (as ``gawwn-box``).
     """
 
-    requests = frozenset({FIELD})
+    requests = frozenset({KEYPOINTS})
     feature_channels = 0
 
     def __init__(self, options: KeypointGeneratorOptions, noise_dim: int, cond_dim: int,
@@ -147,7 +146,7 @@ class KeypointGenerator(nn.Module):
 
     def example_fields(self, batch_size: int) -> dict[str, Tensor]:
         """Keypoints across the middle of the image, for building and size estimates without data."""
-        return {FIELD: example_keypoints(batch_size, self.parts)}
+        return {KEYPOINTS: example_keypoints(batch_size, self.parts)}
 
     def masked_text(self, hidden: Tensor, mask: Tensor) -> Tensor:
         """The local pathway before its convolution: ``h``'s ``4ngf`` vector replicated over the grid
@@ -204,7 +203,7 @@ class KeypointDiscriminator(nn.Module):
     No unconditional head (the paper has none): ``uncond_logits`` is ``None``.
     """
 
-    requests = frozenset({FIELD})
+    requests = frozenset({KEYPOINTS})
 
     def __init__(self, options: KeypointDiscriminatorOptions, image_channels: int, text_dim: int) -> None:
         super().__init__()
@@ -220,7 +219,7 @@ class KeypointDiscriminator(nn.Module):
 
     def example_fields(self, batch_size: int) -> dict[str, Tensor]:
         """Keypoints across the middle of the image, for building and size estimates without data."""
-        return {FIELD: example_keypoints(batch_size, self.parts)}
+        return {KEYPOINTS: example_keypoints(batch_size, self.parts)}
 
     def features(self, image: Tensor) -> Tensor:
         return self.trunk(image)

@@ -27,7 +27,7 @@ from attrs import validators as v
 from torch import Tensor
 
 from ganstack.errors import UserError
-from ganstack.interfaces import ImageSource
+from ganstack.interfaces import BOX, ImageSource
 from ganstack_defaults.metrics.sources import pick_stage
 from ganstack_defaults.shapes import grammar
 from ganstack_defaults.shapes import scenes as shapes
@@ -41,7 +41,6 @@ from ganstack_defaults.shapes.judge import (
 )
 
 SPLITS = ("test", "holdout")
-BOX = "box"
 
 
 @attrs.define(frozen=True, kw_only=True)

@@ -14,7 +14,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES_GAWWN = ROOT / "recipes" / "shapes_gawwn.yaml"
-TINY = ["stages.0.generator.ngf=4", "stages.0.discriminator.ndf=4", "stages.0.discriminator.text_channels=8",
+TINY = ["stages.0.generator.ngf=4", "stages.0.discriminator.ndf=4", "stages.0.discriminator.box_join=8",
+        "stages.1.generator.ngf=4", "stages.1.discriminator.ndf=4", "stages.1.discriminator.box_join=8",
         "text_encoder.dim=16", "text_encoder.max_vocab=64", "dataset.train_size=16", "dataset.test_size=8",
         "dataset.holdout_size=8", "training.batch_size=4", "training.device=cpu", "output.log_every=1",
         "output.sample_every=2", "output.checkpoint_every=2", "output.sample_count=2"]
@@ -43,7 +44,10 @@ def gawwn_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_tiny_shapes_gawwn_trains_and_logs_its_terms(gawwn_run: Path) -> None:
     line = json.loads((gawwn_run / "metrics.jsonl").read_text().splitlines()[-1])
-    assert {"stage1/d_real", "stage1/d_wrong", "stage1/d_fake", "stage1/d_wrong_fields", "stage1/g_fake"} <= set(line)
+    for stage in ("stage1", "stage2"):  # both discriminators read the box, so both score the fourth pair
+        assert {f"{stage}/d_real", f"{stage}/d_wrong", f"{stage}/d_fake", f"{stage}/d_wrong_fields",
+                f"{stage}/g_fake"} <= set(line)
+    assert {"stage2/colour_mean", "stage2/colour_cov"} <= set(line)  # Stage-II keeps Stage-I's colours
 
 
 def test_sample_draws_at_the_given_box(cli, gawwn_run: Path, tmp_path: Path) -> None:
@@ -52,7 +56,9 @@ def test_sample_draws_at_the_given_box(cli, gawwn_run: Path, tmp_path: Path) -> 
                             "--box", "0.1,0.1,0.5,0.5", "--n", 2, "--out", out)
     assert code == 0, stdout + err
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
-    assert len(records) == 2 and all(Image.open(out / r["file"]).size == (32, 32) for r in records)
+    assert sorted((r["stage"], r["index"]) for r in records) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert all(Image.open(out / r["file"]).size == (16 * r["stage"],) * 2 for r in records)
+    assert all(r["box"] == pytest.approx([0.1, 0.1, 0.5, 0.5]) for r in records)
     assert (out / "contact_sheet.png").is_file()
 
 

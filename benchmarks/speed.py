@@ -528,7 +528,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and one iteration (a smoke test)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--amp", choices=["off", "bf16", "fp16"],
+    parser.add_argument("--amp", choices=["off", "auto", "bf16", "fp16"],
                         help="mixed precision: bf16 (CUDA, or a CPU with AVX512-BF16/AMX) or fp16 (CUDA); "
                         "default: the recipe's")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import TINY, MeanMetric, write
@@ -212,6 +213,44 @@ def test_fp16_on_cpu_says_the_run_trains_in_fp32(cli, tmp_path: Path) -> None:
     text = message(stdout)
     assert "training.amp is 'fp16'" in text and "fp32" in text and "bf16" in text
     assert json.loads((out / "environment.json").read_text())["amp_active"] is False
+
+
+@pytest.mark.parametrize(("flags", "native"), [("fpu avx2 avx512f avx512_bf16 avx512_vnni", True),
+                                              ("fpu avx512f amx_bf16 amx_tile", True),
+                                              ("fpu avx2 avx512f avx512bw avx512_vnni", False)])
+def test_amp_auto_is_bf16_only_on_a_cpu_with_bf16_instructions(tmp_path: Path, flags: str, native: bool) -> None:
+    from ganstack.build.devices import amp_dtype, cpu_computes_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: a CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
+                    f"flags\t\t: {flags}\n")
+    assert cpu_computes_bf16(info) is native
+    assert cpu_computes_bf16(tmp_path / "absent") is False  # not Linux: fp32 unless bf16 is asked for
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("ganstack.build.devices.cpu_computes_bf16", lambda: native)
+        assert amp_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
+        assert amp_dtype("bf16", torch.device("cpu")) == torch.bfloat16  # asked for: emulated or not
+
+
+def test_amp_auto_run_records_the_precision_it_chose_and_says_nothing(cli, tmp_path: Path) -> None:
+    from ganstack.build.devices import cpu_computes_bf16
+
+    out = tmp_path / "run"
+    code, stdout, err = cli("run", TINY, "--out", out, "--max-steps", 1, "--set", "training.amp=auto")
+    assert code == 0, stdout + err
+    assert "training.amp is" not in message(stdout)
+    env = json.loads((out / "environment.json").read_text())
+    assert env["amp"] == "auto" and env["amp_dtype"] == ("bfloat16" if cpu_computes_bf16() else None)
+
+
+def test_a_bare_off_in_a_recipe_is_explained(cli, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"base: {TINY}\ntraining: {{amp: off}}\n")
+    code, stdout, err = cli("run", recipe, "--out", tmp_path / "run", "--max-steps", 1)
+    assert code == 2 and "Traceback" not in err
+    text = " ".join(err.split())
+    assert "training.amp" in text and "got False" in text and "quote the word" in text and "'off'" in text
+    assert not (tmp_path / "run").exists()
 
 
 def test_compile_falling_back_to_eager_is_reported(tmp_path: Path) -> None:

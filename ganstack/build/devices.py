@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -31,12 +33,30 @@ def resolve_device(name: str) -> torch.device:
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None: bf16 or fp16 on CUDA, bf16 on CPU (where oneDNN runs it natively
-    on AVX512-BF16 or AMX: twice the fp32 conv rate), nothing elsewhere."""
+    on AVX512-BF16 or AMX: twice the fp32 conv rate), nothing elsewhere. ``auto`` is bf16 only
+    where the hardware computes it natively (a CUDA device with bf16, a CPU with AVX512-BF16 or AMX):
+    elsewhere bf16 is emulated and slower than fp32, so ``auto`` trains in fp32 there."""
+    if amp == "auto":
+        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else (
+            device.type == "cpu" and cpu_computes_bf16())
+        return torch.bfloat16 if native else None
     if amp == "bf16" and device.type in ("cuda", "cpu"):
         return torch.bfloat16
     if amp == "fp16" and device.type == "cuda":
         return torch.float16
     return None
+
+
+@functools.cache
+def cpu_computes_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU has bf16 instructions (x86's AVX512-BF16 or AMX), read from Linux's cpuinfo;
+    False where it cannot be read (another system: ``amp: bf16`` still asks for it explicitly)."""
+    try:
+        info = cpuinfo.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    flags = {word for line in info.splitlines() if line.startswith("flags") for word in line.split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)

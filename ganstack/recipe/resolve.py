@@ -38,6 +38,9 @@ def _strict(kind: type) -> Any:
                 return float(value)
             except ValueError:
                 pass
+        if not ok and kind is str and isinstance(value, bool):
+            raise TypeError(f"expected a string, got {value!r} (YAML reads a bare off, no, on or yes as "
+                            "true or false: quote the word, e.g. 'off')")
         if not ok:
             raise TypeError(f"expected {_TYPE_WORDS[kind]}, got {value!r}")
         return value

@@ -125,7 +125,8 @@ class TrainingSpec:
     augmentation; ``deterministic``: use deterministic kernels where torch has them;
     ``device``: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``; ``amp``: mixed
     precision, ``bf16`` (CUDA, and CPUs with AVX512-BF16 or AMX, where it about halves a paper
-    step) or ``fp16`` (CUDA, with a gradient scaler); ``off`` elsewhere;
+    step), ``fp16`` (CUDA, with a gradient scaler), ``auto`` (bf16 where the device computes it
+    natively, else fp32) or ``off`` (write it ``'off'``: YAML reads a bare off as false);
     ``channels_last``: NHWC memory format, faster convolutions on CPU and tensor cores;
     ``retain_memory``: on CPU (Linux, glibc), keep memory freed between steps in the process instead
     of handing it back to the system to be faulted in again (the paper's steps run 16-26% faster on
@@ -153,7 +154,7 @@ class TrainingSpec:
     seed: int = attrs.field(default=0, validator=seed_range)
     deterministic: bool = False
     device: str = attrs.field(default="auto", validator=v.in_(["auto", "cpu", "cuda", "mps"]))
-    amp: str = attrs.field(default="off", validator=v.in_(["off", "bf16", "fp16"]))
+    amp: str = attrs.field(default="off", validator=v.in_(["off", "auto", "bf16", "fp16"]))
     channels_last: bool = True
     retain_memory: bool = True
     compile: bool = False

@@ -151,7 +151,7 @@ class Trainer:
         self.dist = distributed.setup(device)
         self.device = distributed.local_device(device, self.dist)
         self.amp = amp_dtype(spec.amp, self.device)
-        if spec.amp != "off" and self.amp is None:
+        if spec.amp not in ("off", "auto") and self.amp is None:
             report(f"Note: training.amp is '{spec.amp}', which does not run on {self.device.type}; this run trains "
                    "in fp32. Use training.amp: bf16 for mixed precision on CPU (fp16 needs CUDA), or off.")
         self.channels_last = spec.channels_last and self.device.type != "mps"
@@ -295,6 +295,7 @@ class Trainer:
             write_json(self.out_dir / "environment.json", environment_record(
                 device=str(self.device), settings={
                     "seed": self.train_spec.seed, "amp": self.train_spec.amp, "amp_active": self.amp is not None,
+                    "amp_dtype": None if self.amp is None else str(self.amp).removeprefix("torch."),
                     "channels_last": self.channels_last, "retain_memory": self.retains_memory,
                     "flush_denormals": self.flushes_denormals, "compile": self.train_spec.compile,
                     "ema": self.train_spec.ema, "deterministic": self.train_spec.deterministic,

@@ -153,7 +153,8 @@ class Trainer:
         self.amp = amp_dtype(spec.amp, self.device)
         if spec.amp not in ("off", "auto") and self.amp is None:
             report(f"Note: training.amp is '{spec.amp}', which does not run on {self.device.type}; this run trains "
-                   "in fp32. Use training.amp: bf16 for mixed precision on CPU (fp16 needs CUDA), or off.")
+                   "in fp32. Use training.amp: auto (bf16 where the hardware computes it), bf16 for mixed precision on "
+                   "CPU (fp16 needs CUDA), or 'off'.")
         self.channels_last = spec.channels_last and self.device.type != "mps"
         self.retains_memory = spec.retain_memory and self.device.type == "cpu" and retain_freed_memory()
         self.flushes_denormals = flush_denormals(self.device)

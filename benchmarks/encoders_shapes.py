@@ -211,6 +211,17 @@ def measure(name: str, kind: str, options: dict, mode: str, sets: dict, args: ar
     return row
 
 
+def write_report(args: argparse.Namespace, rows: list[dict], **extra: object) -> Path:
+    """Write ``args.out``: the arguments (but the path), the machine's core count, the captions'
+    spec version, ``extra`` and the rows; the shapes benchmarks' one JSON layout."""
+    report = {"arguments": {k: v for k, v in vars(args).items() if k != "out"}, "cpu_count": os.cpu_count(),
+              "spec_version": shapes.SPEC_VERSION, **extra, "rows": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return out
+
+
 def _name(key: str, attribute: str) -> str:
     split, wording = key.split("/")
     return f"{split}/{attribute}" + ("" if wording == "seen" else "/unseen_wording")
@@ -241,11 +252,7 @@ def main() -> int:
                   f"background {r['test/background']:.3f} / unseen {r['test/background/unseen_wording']:.3f}, "
                   f"all {r['test/all']:.3f} / unseen {r['test/all/unseen_wording']:.3f} "
                   f"({r['train_seconds']} s training, {r['embed_seconds']} s embedding)", flush=True)
-    report = {"arguments": {k: v for k, v in vars(args).items() if k != "out"}, "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
-              "threads": torch.get_num_threads(), "spec_version": shapes.SPEC_VERSION, "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_report(args, rows, load_average=os.getloadavg(), threads=torch.get_num_threads())
     print("\n| encoder | colour | colour, unseen | background | background, unseen | all | all, unseen |"
           "\n| --- | --: | --: | --: | --: | --: | --: |")
     for r in rows:

@@ -23,23 +23,20 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
-from encoders_shapes import LABELS, QUICKSTART_BOW, embed, probe
+from encoders_shapes import LABELS, QUICKSTART_BOW, embed, probe, write_report
 
 from ganstack.components.loader import load_plugins
 from ganstack.interfaces import TextEncoderContext
 from ganstack_defaults.shapes import grammar
 from ganstack_defaults.shapes import scenes as shapes
-from ganstack_defaults.text.vocab import tokenize
+from ganstack_defaults.text.vocab import terms, tokenize
 
 ATTRIBUTES = ("background", "color", "shape")
 _CLAUSE_END = re.compile(r"[,.;:!?]|\band\b")
@@ -52,7 +49,7 @@ def bag_terms(text: str, ngrams: int, skip: int, clause_pairs: bool) -> list[str
     """Runs of 1..``ngrams`` words; ordered pairs of words 2..``skip`` apart; with ``clause_pairs``,
     unordered pairs of the content words of each clause (split at punctuation and "and")."""
     words = tokenize(text)
-    out = [" ".join(words[i:i + n]) for n in range(1, ngrams + 1) for i in range(len(words) - n + 1)]
+    out = terms(text, ngrams)  # the bow encoder's own runs of words
     out += [f"{words[i]}>{words[i + d]}" for d in range(2, skip + 1) for i in range(len(words) - d)]
     if clause_pairs:
         for clause in _CLAUSE_END.split(text.lower()):
@@ -186,11 +183,7 @@ def main() -> int:
               f"{row['validation']['color']:.3f}; held-out frames background "
               f"{row['unseen_frames_mean']['background']:.3f} colour {row['unseen_frames_mean']['color']:.3f}",
               flush=True)
-    report = {"arguments": {k: v for k, v in vars(args).items() if k != "out"}, "folds": folds,
-              "cpu_count": os.cpu_count(), "spec_version": shapes.SPEC_VERSION, "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_report(args, rows, folds=folds)
     print("\n| bag | validation: background | validation: colour | held-out frames: background | held-out frames: colour |"
           "\n| --- | --: | --: | --: | --: |")
     for r in rows:

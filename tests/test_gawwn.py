@@ -19,7 +19,7 @@ from ganstack_defaults.networks.gawwn import (
     build_gawwn_box_discriminator,
     build_gawwn_box_generator,
 )
-from ganstack_defaults.networks.gawwn_blocks import box_mask, masked_mean
+from ganstack_defaults.networks.gawwn_blocks import box_mask, masked_mean, place_in_box
 
 TEXT, NOISE = 12, 6
 
@@ -62,6 +62,19 @@ def test_masked_mean_averages_over_the_box_only() -> None:
     mask[0, 0, 1, 0] = 0.5  # half of cell 4
     assert masked_mean(x, mask).item() == pytest.approx((0 + 1 + 0.5 * 4) / 2.5)
     assert masked_mean(x, torch.zeros_like(mask)).item() == 0.0
+
+
+def test_place_in_box_squeezes_the_whole_map_into_the_box() -> None:
+    x = torch.arange(64.0).reshape(1, 1, 8, 8)
+    # each of the box's 4x4 cells samples the middle of a 2x2 block of x: bilinear gives its mean
+    means = x.reshape(4, 2, 4, 2).mean(dim=(1, 3))
+    top_left = place_in_box(x, torch.tensor([[0.0, 0.0, 0.5, 0.5]]))[0, 0]
+    assert torch.allclose(top_left[:4, :4], means)
+    assert top_left[4:].abs().max() == 0 and top_left[:, 4:].abs().max() == 0
+    middle = place_in_box(x, torch.tensor([[0.25, 0.25, 0.75, 0.75]]))[0, 0]
+    assert torch.allclose(middle[2:6, 2:6], means)
+    assert middle.sum() == pytest.approx(means.sum().item())  # nothing outside the box
+    assert torch.allclose(place_in_box(x, torch.tensor([[0.0, 0.0, 1.0, 1.0]])), x)  # the whole image: x itself
 
 
 # ------------------------------------------------------------------------- sizes (Torch code)
@@ -146,6 +159,21 @@ def test_box_generator_draws_images_and_places_its_text_and_local_features_in_th
     local = joint[:, 2 * 4:]  # the local pathway's half of the joined map
     assert local.masked_select(outside.expand_as(local)).abs().max() == 0
     assert local.masked_select((~outside).expand_as(local)).abs().sum() > 0
+
+
+@pytest.mark.parametrize("placement", ["warp", "cut"])
+def test_warped_local_features_move_with_the_box_and_cut_ones_do_not(placement: str) -> None:
+    g = tiny_generator(placement=placement)
+    seen: list[Tensor] = []
+    _capture(g.joint, seen)
+    z, c = torch.randn(1, NOISE).expand(2, -1), condition(torch.randn(1, TEXT).expand(2, -1))
+    corners = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])  # the same size, two places
+    g(z, c, None, fields={"box": corners})
+    local = seen[0][:, 2 * 4:]  # the local pathway's half of the joined map, [2, 2ngf, 8, 8]
+    top_left, bottom_right = local[0, :, :4, :4], local[1, :, 4:, 4:]
+    assert top_left.abs().sum() > 0
+    # warped, the whole drawing lands in each box; cut, each box keeps a different part of it
+    assert torch.allclose(top_left, bottom_right, atol=1e-6) == (placement == "warp")
 
 
 def test_box_generator_output_depends_on_the_box() -> None:

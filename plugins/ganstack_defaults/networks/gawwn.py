@@ -2,11 +2,11 @@
 
 Both request the dataset's ``box`` (``(x0, y0, x1, y1)``, fractions of the side, origin top left)
 and work on a ``grid x grid`` map (16x16 in the paper). The official Torch code
-(``main_cub_bbox.lua``) places features in the box with a spatial transformer; here a mask of the
-box (:func:`gawwn_blocks.box_mask`) does it: for the replicated text, which is constant over the
-grid, warping it into the box and masking it are the same thing; the generator's local features
-are cut to the box rather than squeezed into it, and the discriminator averages its local
-features over the box rather than cropping and resampling them.
+(``main_cub_bbox.lua``) places features in the box with a spatial transformer. The generator's local
+features are squeezed into the box the same way (:func:`gawwn_blocks.place_in_box`); for the
+replicated text, which is constant over the grid, warping it into the box and masking it are the
+same thing, so a mask of the box (:func:`gawwn_blocks.box_mask`) does it; the discriminator averages
+its local features over the box rather than cropping and resampling them.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from ganstack_defaults.networks.gawwn_blocks import (
     logit_head,
     masked_mean,
     masked_replicate,
+    place_in_box,
     text_compression,
     up_from_vector,
     up_to_image,
@@ -90,6 +91,9 @@ class GawwnBoxGeneratorOptions:
         "doc": "also join the box mask itself to the two pathways' maps, as the keypoint generator joins its keypoint maps (not in the box paper)"})
     text_global: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool), metadata={
         "doc": "also join the compressed text itself to the global pathway's vector, so what lies outside the box (the background) reads the caption directly rather than through the text placed in the box (not in the paper)"})
+    placement: Literal["warp", "cut"] = attrs.field(default="warp", validator=attrs.validators.in_(("warp", "cut")),
+                                                    metadata={
+        "doc": "how the local pathway's map reaches the box: `warp` squeezes the whole map into it (the Torch code's spatial transformer, so the object it draws fills the box) or `cut` keeps the part of the map that lies in the box (ganstack before 2026-12-04)"})
 
 
 class GawwnBoxGenerator(ExampleBoxes, nn.Module):
@@ -102,8 +106,9 @@ class GawwnBoxGenerator(ExampleBoxes, nn.Module):
       (4x4 stride-2 convs, a 4x4 valid conv, BN, ReLU), joined with ReLU(Linear(z)) and upsampled
       from 1x1 to the grid (``8ngf`` at 4x4, ``4ngf`` at 8x8, ``2ngf`` at 16x16);
     - local: ReLU(cat(Linear(z), t)) upsampled from 1x1 with Reed's bottleneck residual at each size
-      but the last, to ``2ngf`` on the grid, then masked by the box and ReLU'd: what is drawn
-      there is what lies in the box;
+      but the last, to ``2ngf`` on the grid, then squeezed into the box (``placement: warp``, the
+      spatial transformer) or cut to it (``cut``) and ReLU'd: what it draws over the whole grid is
+      what lies in the box;
     - joined (``4ngf``): a 3x3 conv to ``2ngf``, doublings to the image (``ngf``, ``ngf/4``), a last
       transposed conv to RGB and tanh.
 
@@ -135,6 +140,7 @@ class GawwnBoxGenerator(ExampleBoxes, nn.Module):
             if i < len(widths) - 1:
                 local += [Bottleneck(width, leaky=False), nn.ReLU(inplace=True)]  # Reed's residual, then ReLU
         self.local_up = nn.Sequential(*local)
+        self.placement = options.placement
         self.mask_channel = options.mask_channel
         self.joint = conv_bn(4 * n + int(options.mask_channel), 2 * n, 3, padding=1)
         ups = log2_exact(options.out_size // grid) or 0
@@ -151,7 +157,9 @@ class GawwnBoxGenerator(ExampleBoxes, nn.Module):
         global_vector = torch.cat([*parts, t] if self.text_global else parts, dim=1)
         global_map = self.global_up(global_vector[:, :, None, None])
         local_vector = torch.relu(torch.cat([self.noise_local(z), t], dim=1))
-        local_map = torch.relu(self.local_up(local_vector[:, :, None, None]) * mask)
+        local_map = self.local_up(local_vector[:, :, None, None])
+        placed_map = place_in_box(local_map, fields[BOX]) if self.placement == "warp" else local_map * mask
+        local_map = torch.relu(placed_map)
         maps = [global_map, local_map, mask] if self.mask_channel else [global_map, local_map]
         image = self.to_image(self.joint(torch.cat(maps, dim=1)))
         return StageOutput(image=image, features=None)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganstack.interfaces import BOX  # the field a box-conditioned component requests
@@ -50,6 +51,26 @@ def masked_replicate(vector: Tensor, mask: Tensor) -> Tensor:
     constant map into the box is the same as masking it, which is what this does.
     """
     return replicate(vector, mask) * mask
+
+
+def place_in_box(x: Tensor, box: Tensor) -> Tensor:
+    """The whole map ``x`` ``[B, C, H, W]`` squeezed into the box, zero outside: Reed's spatial transformer.
+
+    The Torch code warps the generator's local features into the box with an affine grid and
+    bilinear sampling, so what the local pathway draws over the whole grid (an object and its
+    surroundings) lands, scaled, inside the box. Coordinates follow the box's: fractions of the side
+    measured from the image's edges (``align_corners=False``), so a box of the top-left quarter on an
+    8x8 map holds the 2x2 means of ``x`` in its 4x4 cells.
+    """
+    b = box.float()
+    width = (b[:, 2] - b[:, 0]).clamp_min(1e-3)
+    height = (b[:, 3] - b[:, 1]).clamp_min(1e-3)
+    theta = torch.zeros(b.shape[0], 2, 3, device=b.device)
+    theta[:, 0, 0], theta[:, 0, 2] = 1 / width, (1 - b[:, 0] - b[:, 2]) / width
+    theta[:, 1, 1], theta[:, 1, 2] = 1 / height, (1 - b[:, 1] - b[:, 3]) / height
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    placed = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return placed.to(x.dtype)
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:

@@ -7,12 +7,15 @@ position, how often the drawn shape's centre lies in the box, and the shapes jud
 background, colour and shape. Writes:
 
 - ``gawwn.json``: the run's steps and time, the load average, every ``shapes-box`` value, the targets
-  and, with ``--quickstart``, the quickstart's colour and shape figures beside these;
+  and, with ``--quickstart``, the quickstart's colour and shape figures beside these: given a run
+  folder, scored with ``shapes-box`` on the same scenes, captions and noise (the quickstart ignores
+  the box, so only its colours and shapes compare); given its ``quality.json``, ``shapes-alignment``'s
+  figures, whose captions differ;
 - ``samples.png``: the run's last sample sheet (each row outlines the box it was drawn in);
 - a table on stdout.
 
 The issue's target: ``test/centre_in_box`` >= 90%, colour and shape as good as the quickstart's
-(``--quickstart benchmarks/results/quality/quality.json``, as ``benchmarks/quality_shapes.py`` writes it).
+(``--quickstart RUN``: a quickstart run, as ``benchmarks/quality_shapes.py`` leaves it in ``OUT/run``).
 
 Usage::
 
@@ -84,7 +87,9 @@ def main() -> int:
     parser.add_argument("--judge-scenes", type=int, help="scenes the shapes judge learns from (default: its own)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe overrides")
     parser.add_argument("--run", help="score this existing shapes_gawwn run instead of training one")
-    parser.add_argument("--quickstart", help="the quickstart's quality.json, to compare colour and shape")
+    parser.add_argument("--quickstart", help="a quickstart run folder, scored with shapes-box on the same scenes and "
+                        "captions (its stack ignores the box), or its quality.json (shapes-alignment's figures), "
+                        "to compare colour and shape")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,14 +104,18 @@ def main() -> int:
     judge = {k: v for k, v in (("judge_steps", args.judge_steps), ("judge_train_scenes", args.judge_scenes))
              if v is not None}
     values = score(run, args.n, args.batch_size, judge)
-    quickstart = None
-    if args.quickstart:
-        final = json.loads(Path(args.quickstart).read_text())["final"]
+    quickstart, quickstart_metric = None, None
+    if args.quickstart and Path(args.quickstart).is_dir():  # like for like: the same metric, scenes and captions
+        final, quickstart_metric = score(Path(args.quickstart), args.n, args.batch_size, judge), "shapes-box"
+        quickstart = {k: final[k] for k in COMPARED if k in final}
+    elif args.quickstart:
+        final, quickstart_metric = json.loads(Path(args.quickstart).read_text())["final"], "shapes-alignment"
         quickstart = {k: final[k] for k in COMPARED if k in final}
     report = {"recipe": args.recipe if args.recipe != str(RECIPE) else "recipes/shapes_gawwn.yaml", "minutes": args.minutes, "steps": args.steps,
               "overrides": args.overrides, "trained_steps": step, "train_seconds": seconds,
               "wall_seconds": round(wall, 1), "n": args.n, "cpu_count": os.cpu_count(),
               "load_average": os.getloadavg(), "final": values, "targets": TARGETS, "quickstart": quickstart,
+              "quickstart_metric": quickstart_metric,
               "met": {k: values[k] >= v for k, v in TARGETS.items()}}
     (out / "gawwn.json").write_text(json.dumps(report, indent=2) + "\n")
     sheets = sorted((run / "samples").glob("*.png"))

@@ -68,6 +68,13 @@ FIELDS = {
 one tensor per example, batched along a first dimension)."""
 
 
+SAVED_BEFORE = "saved_before"
+"""Key of a plugin option field's attrs metadata: the value a run saved before the option existed
+meant, where that differs from the default (``metadata={"saved_before": "cut"}``). A checkpoint's
+recipe lists every option its plugins had then; one it lacks is read as this value, so a run saved
+earlier resumes and samples as it was trained, while new recipes get the default."""
+
+
 def requests_of(component: object) -> frozenset[str]:
     """The requests a built component declares (none where it declares no ``requests``)."""
     return frozenset(getattr(component, "requests", frozenset()))

@@ -116,6 +116,20 @@ def test_benchmark_scores_a_quickstart_run_on_the_same_scenes_and_captions(
     assert report["quickstart"] == {k: report["final"][k] for k in bench.COMPARED}
 
 
+def test_a_run_saved_before_placement_existed_samples_as_it_was_trained(gawwn_run: Path, tmp_path: Path) -> None:
+    from ganstack.recipe.resolve import load_recipe
+    from ganstack.sample.draw import load
+
+    ckpt = torch.load(gawwn_run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["recipe"]["stages"][0]["generator"]["placement"] == "warp"  # a new run saves the default
+    del ckpt["recipe"]["stages"][0]["generator"]["placement"]  # as a checkpoint written before the option
+    old = tmp_path / "old.pt"
+    torch.save(ckpt, old)
+    assert load(old, device="cpu").stack.stages[0].generator.placement == "cut"
+    assert load(gawwn_run, device="cpu").stack.stages[0].generator.placement == "warp"
+    assert load_recipe(SHAPES_GAWWN).recipe.stages[0].generator.options.placement == "warp"  # new recipes: the paper's
+
+
 def test_the_training_sample_sheet_outlines_the_box_each_row_was_drawn_in(gawwn_run: Path) -> None:
     import numpy as np
 

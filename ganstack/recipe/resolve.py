@@ -19,6 +19,7 @@ from cattrs.errors import (
 
 from ganstack.components.registry import Entry, Registry
 from ganstack.errors import PluginError, RecipeError, UserError, did_you_mean
+from ganstack.interfaces import SAVED_BEFORE
 from ganstack.recipe.files import apply_override, load_with_base
 from ganstack.recipe.paths import find_recipe
 from ganstack.recipe.schema import COMPONENT_KINDS, Component, Recipe
@@ -203,11 +204,21 @@ def _check_batch_sizes(recipe: Recipe, file: str | None) -> None:
                               "with training.schedule: stagewise")
 
 
+def _as_saved(options: Any, cls: type) -> Any:
+    """A saved recipe's options with each option it predates set to what its absence meant
+    (:data:`ganstack.interfaces.SAVED_BEFORE`)."""
+    if not isinstance(options, dict) or not attrs.has(cls):
+        return options
+    meant = {f.name: f.metadata[SAVED_BEFORE] for f in attrs.fields(cls) if SAVED_BEFORE in f.metadata}
+    return {**{k: v for k, v in meant.items() if k not in options}, **options}
+
+
 def resolve(recipe: Recipe, registry: Registry, *, file: str | None = None,
-            base_dir: Path | None = None) -> ResolvedRecipe:
+            base_dir: Path | None = None, saved: bool = False) -> ResolvedRecipe:
     """Look up every component's plugin and structure its options with the plugin's class.
 
-    ``base_dir`` is the folder the recipe's relative paths point into first (then the working folder)."""
+    ``base_dir`` is the folder the recipe's relative paths point into first (then the working folder);
+    ``saved``: the recipe is a checkpoint's, whose missing options mean what they meant when it was saved."""
     _check_batch_sizes(recipe, file)
     entries: dict[str, Entry] = {}
     for path, kind, comp in component_paths(recipe):
@@ -216,7 +227,8 @@ def resolve(recipe: Recipe, registry: Registry, *, file: str | None = None,
         except PluginError as exc:
             raise PluginError(exc.message, file=file, path=f"{path}.type", fix=exc.fix) from None
         if not attrs.has(type(comp.options)):
-            comp.options = structure(comp.options, entry.options, file=file, path=path)
+            options = _as_saved(comp.options, entry.options) if saved else comp.options
+            comp.options = structure(options, entry.options, file=file, path=path)
         comp.provider = entry.plugin
         entries[path] = entry
     return ResolvedRecipe(recipe, file, entries, base_dir, registry)
@@ -267,7 +279,7 @@ def recipe_from_dict(data: dict[str, Any], *, registry: Registry | None = None, 
     from ganstack.components.loader import load_plugins
 
     return resolve(structure(data, Recipe, file=file), registry or load_plugins().registry, file=file,
-                   base_dir=Path(base_dir) if base_dir else None)
+                   base_dir=Path(base_dir) if base_dir else None, saved=True)
 
 
 def to_data(recipe: Recipe, *, providers: bool = True) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ganstack.errors import RecipeError
-from ganstack.interfaces import BOX, Condition, StageContext, StageOutput
+from ganstack.interfaces import BOX, SAVED_BEFORE, Condition, StageContext, StageOutput
 from ganstack_defaults.networks.blocks import LEAK, first_stage_cond_dim, init_weights, log2_exact, replicate
 from ganstack_defaults.networks.gan_int_cls import Bottleneck
 from ganstack_defaults.networks.gawwn_blocks import (
@@ -93,7 +93,8 @@ class GawwnBoxGeneratorOptions:
         "doc": "also join the compressed text itself to the global pathway's vector, so what lies outside the box (the background) reads the caption directly rather than through the text placed in the box (not in the paper)"})
     placement: Literal["warp", "cut"] = attrs.field(default="warp", validator=attrs.validators.in_(("warp", "cut")),
                                                     metadata={
-        "doc": "how the local pathway's map reaches the box: `warp` squeezes the whole map into it (the Torch code's spatial transformer, so the object it draws fills the box) or `cut` keeps the part of the map that lies in the box (ganstack before 2026-12-04)"})
+        "doc": "how the local pathway's map reaches the box: `warp` squeezes the whole map into it (the Torch code's spatial transformer, so the object it draws fills the box) or `cut` keeps the part of the map that lies in the box (ganstack before 2026-12-04, and runs saved then)",
+        SAVED_BEFORE: "cut"})
 
 
 class GawwnBoxGenerator(ExampleBoxes, nn.Module):

@@ -105,12 +105,12 @@ def main() -> int:
              if v is not None}
     values = score(run, args.n, args.batch_size, judge)
     quickstart, quickstart_metric = None, None
-    if args.quickstart and Path(args.quickstart).is_dir():  # like for like: the same metric, scenes and captions
-        final, quickstart_metric = score(Path(args.quickstart), args.n, args.batch_size, judge), "shapes-box"
-        quickstart = {k: final[k] for k in COMPARED if k in final}
-    elif args.quickstart:
-        final, quickstart_metric = json.loads(Path(args.quickstart).read_text())["final"], "shapes-alignment"
-        quickstart = {k: final[k] for k in COMPARED if k in final}
+    if args.quickstart:
+        if Path(args.quickstart).is_dir():  # like for like: the same metric, scenes and captions
+            theirs, quickstart_metric = score(Path(args.quickstart), args.n, args.batch_size, judge), "shapes-box"
+        else:
+            theirs, quickstart_metric = json.loads(Path(args.quickstart).read_text())["final"], "shapes-alignment"
+        quickstart = {k: theirs[k] for k in COMPARED if k in theirs}
     report = {"recipe": args.recipe if args.recipe != str(RECIPE) else "recipes/shapes_gawwn.yaml", "minutes": args.minutes, "steps": args.steps,
               "overrides": args.overrides, "trained_steps": step, "train_seconds": seconds,
               "wall_seconds": round(wall, 1), "n": args.n, "cpu_count": os.cpu_count(),

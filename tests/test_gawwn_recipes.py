@@ -7,6 +7,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -86,11 +87,17 @@ def test_shapes_box_metric_scores_the_run(cli, gawwn_run: Path, tmp_path: Path) 
     assert "centre_in_box" in text and "real_test" in text
 
 
-def test_benchmark_smoke_run_writes_its_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def _benchmark() -> Any:
+    """benchmarks/gawwn_shapes.py as a module (it is a script, not a package)."""
     spec = importlib.util.spec_from_file_location("gawwn_shapes", ROOT / "benchmarks" / "gawwn_shapes.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_smoke_run_writes_its_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _benchmark()
     monkeypatch.setattr(sys, "argv", ["gawwn_shapes.py", "--out", str(tmp_path / "bench"), "--steps", "2", "--n", "4",
                                       "--batch-size", "4", "--judge-steps", "2", "--judge-scenes", "100", *SETS])
     assert bench.main() == 0
@@ -103,9 +110,7 @@ def test_benchmark_smoke_run_writes_its_report(tmp_path: Path, monkeypatch: pyte
 
 def test_benchmark_scores_a_quickstart_run_on_the_same_scenes_and_captions(
         gawwn_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = importlib.util.spec_from_file_location("gawwn_shapes", ROOT / "benchmarks" / "gawwn_shapes.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark()
     # the same run as both: scored like for like, its colours and shapes are its own figures exactly
     monkeypatch.setattr(sys, "argv", ["gawwn_shapes.py", "--out", str(tmp_path / "bench"), "--run", str(gawwn_run),
                                       "--quickstart", str(gawwn_run), "--n", "4", "--batch-size", "4",

@@ -6,6 +6,7 @@ import hashlib
 import math
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -388,9 +389,12 @@ def test_shapes_alignment_of_true_renders_is_perfect_and_of_noise_near_chance(
     metric = entry.factory(entry.options(seed=3, cache_dir=str(judge_cache)), MetricContext())
     perfect = metric.evaluate(ShapesSource(60, 3, tmp_path), n=60)
     keys = {f"{s}/{a}" for s in ("test", "holdout", "real_test") for a in (*shapes.ATTRIBUTES, "all")}
-    keys |= {f"{s}/{a}/unseen_wording" for s in ("test", "holdout") for a in (*shapes.ATTRIBUTES, "all")}
+    keys |= {f"{s}/{a}" for s in ("test", "holdout") for a in (*shapes.ATTRIBUTES, "all", "swapped")}
+    keys |= {f"{s}/{a}/unseen_wording" for s in ("test", "holdout") for a in (*shapes.ATTRIBUTES, "all", "swapped")}
     assert set(perfect) == keys
-    assert min(perfect.values()) >= 0.98, perfect
+    swapped = {k for k in keys if "/swapped" in k}
+    assert min(v for k, v in perfect.items() if k not in swapped) >= 0.98, perfect
+    assert max(perfect[k] for k in swapped) <= 0.02, perfect
     noise = metric.evaluate(ShapesSource(60, 3, tmp_path, noise=True), n=60)
     for split in ("test", "holdout"):
         for suffix in ("", "/unseen_wording"):
@@ -398,6 +402,27 @@ def test_shapes_alignment_of_true_renders_is_perfect_and_of_noise_near_chance(
             assert noise[f"{split}/color{suffix}"] <= 0.35 and noise[f"{split}/background{suffix}"] <= 0.35
             assert noise[f"{split}/shape{suffix}"] <= 0.6
     assert noise["real_test/all"] >= 0.98  # the judge itself is still right about real images
+
+
+class SwappedColoursSource(ShapesSource):
+    """Draws each captioned scene with its shape and background colours exchanged."""
+
+    def generate(self, captions: list[str], seed: int = 0) -> list[Tensor]:
+        scenes = [self.scene_of[c] for c in captions]
+        swapped = [attrs.evolve(s, color=s.background, background=s.color) for s in scenes]
+        full = render_scenes(swapped, SHAPES_RES[-1])
+        return [torch.nn.functional.avg_pool2d(full, 2), full]
+
+
+def test_shapes_alignment_counts_pictures_whose_colours_came_in_each_others_roles(
+        judge_cache: Path, tmp_path: Path) -> None:
+    metric = ShapesAlignment(ShapesAlignmentOptions(seed=3, cache_dir=str(judge_cache)), "cpu")
+    result = metric.evaluate(SwappedColoursSource(60, 3, tmp_path), n=60)
+    for split in ("test", "holdout"):
+        for suffix in ("", "/unseen_wording"):
+            assert result[f"{split}/swapped{suffix}"] >= 0.98, result
+            assert result[f"{split}/color{suffix}"] <= 0.02 and result[f"{split}/background{suffix}"] <= 0.02
+            assert result[f"{split}/shape{suffix}"] >= 0.98
 
 
 class SeenWordingsOnlySource(ShapesSource):

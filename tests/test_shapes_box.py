@@ -79,6 +79,7 @@ def test_a_source_that_fills_each_box_scores_every_centre_in_its_box(tmp_path: P
     assert torch.allclose(given, torch.tensor([shapes.bounding_box(s) for s in scenes]))
     assert result["test/color"] == pytest.approx(sum(s.color == "red" for s in scenes) / 12)  # it paints red
     assert result["test/background"] == pytest.approx(sum(s.background == "blue" for s in scenes) / 12)
+    assert result["test/swapped"] == pytest.approx(sum((s.color, s.background) == ("blue", "red") for s in scenes) / 12)
 
 
 def test_a_source_that_ignores_the_box_scores_only_the_boxes_around_the_centre(tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ names them in a held-out sentence shape no training caption has (:mod:`.grammar`
 (:mod:`.judge`) reads the attributes back. Reported as fractions: ``test/<attribute>``,
 ``test/all`` (every attribute right) for the seen wordings, ``test/<attribute>/unseen_wording``
 and ``test/all/unseen_wording`` for the held-out ones (same scenes, same noise), the same under
-``holdout/``, and ``real_test/...``, the judge's own accuracy on real renders of the test scenes,
-which bounds how far the other numbers can be trusted.
+``holdout/``, ``<split>/swapped`` (and ``.../unseen_wording``), the pictures whose two colours came
+in each other's roles (:func:`.judge.colours_swapped`: on ``holdout``, the pair training named), and
+``real_test/...``, the judge's own accuracy on real renders of the test scenes, which bounds how far
+the other numbers can be trusted.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ganstack_defaults.shapes.judge import (
     Judges,
     JudgeSpec,
     accuracy,
+    colours_swapped,
     labels,
     render_scenes,
 )
@@ -109,7 +112,9 @@ class ShapesAlignment:
                 scenes, captions = zip(*evaluation_scenes(n, self.options.seed, split, wording), strict=True)
                 predicted, resolution = self._judge_generated(source, list(captions))
                 suffix = "" if wording == "seen" else f"/{wording}_wording"
-                result.update({f"{split}/{k}{suffix}": x for k, x in accuracy(predicted, labels(scenes)).items()})
+                truth = labels(scenes)
+                result.update({f"{split}/{k}{suffix}": x for k, x in accuracy(predicted, truth).items()})
+                result[f"{split}/swapped{suffix}"] = colours_swapped(predicted, truth)
             if split == "test":
                 real = self._judge_real(list(scenes), resolution)
                 result.update({f"real_test/{k}": x for k, x in accuracy(real, labels(scenes)).items()})

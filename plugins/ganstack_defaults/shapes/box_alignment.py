@@ -12,6 +12,8 @@ training captions), so only the box can say where the shape goes. It reports, as
 - ``<split>/<attribute>`` and ``<split>/all``: the judge's reading of background, colour, shape,
   size and position against the scene, as ``shapes-alignment`` reports them; here size and
   position are said by the box alone;
+- ``<split>/swapped``: the shape drawn in the background's colour and the background in the shape's
+  (:func:`.judge.colours_swapped`);
 - ``real_test/...``: the same on real renders of the test scenes, which bounds the others.
 """
 
@@ -36,6 +38,7 @@ from ganstack_defaults.shapes.judge import (
     Judges,
     JudgeSpec,
     accuracy,
+    colours_swapped,
     labels,
     render_scenes,
 )
@@ -122,7 +125,9 @@ class ShapesBoxAlignment:
         predicted = {a: torch.cat([p[a] for p, _ in read]) for a in read[0][0]}
         centres = torch.cat([c for _, c in read])
         boxes = torch.cat([b for _, b in batches])
-        result = {f"{prefix}/{k}": x for k, x in accuracy(predicted, labels(scenes)).items()}
+        truth = labels(scenes)
+        result = {f"{prefix}/{k}": x for k, x in accuracy(predicted, truth).items()}
+        result[f"{prefix}/swapped"] = colours_swapped(predicted, truth)
         result[f"{prefix}/centre_in_box"] = float(centre_in_box(centres, boxes).float().mean())
         result[f"{prefix}/no_shape"] = float(centres[:, 0].isnan().float().mean())
         return result

@@ -133,6 +133,15 @@ def accuracy(predicted: dict[str, Tensor], truth: dict[str, Tensor]) -> dict[str
     return result
 
 
+def colours_swapped(predicted: dict[str, Tensor], truth: dict[str, Tensor]) -> float:
+    """Fraction of pictures whose two colours came in each other's roles: the shape in the caption's
+    background colour and the background in its shape colour. On the ``holdout`` split that is the
+    pair the training captions named, so it tells a model that read which colours were named, but
+    recalled their roles from training, from one that drew other colours."""
+    color, background = predicted["color"].cpu(), predicted["background"].cpu()
+    return float(((color == truth["background"]) & (background == truth["color"])).float().mean())
+
+
 def train_judge(resolution: int, spec: JudgeSpec, device: torch.device) -> ShapesJudge:
     """Train a judge on real renders of ``train`` scenes at ``resolution``; deterministic on the CPU."""
     scenes = shapes.make_scenes(spec.train_scenes, spec.seed, "train")
